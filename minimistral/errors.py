@@ -1,0 +1,5 @@
+"""Errors raised for bad checkpoints and configs: one line that names the file or key."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory, file, tensor or config value is unusable; the message says which."""

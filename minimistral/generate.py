@@ -1,0 +1,67 @@
+"""Autoregressive generation with the KV cache: greedy, temperature and nucleus (top-p) sampling."""
+
+from __future__ import annotations
+
+import torch
+
+from minimistral.model import Ministral3
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
+    r"""Pick the next token from ``logits [batch, vocab]``.
+
+    Greedy (argmax) when ``temperature == 0``; otherwise sample from
+    $\mathrm{softmax}(z / T)$ restricted to the smallest set of tokens whose
+    probability mass reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020).
+    """
+    if temperature == 0.0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
+        sorted_p = sorted_p.masked_fill(mass_before >= top_p, 0.0)  # the top token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(
+    model: Ministral3,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    eos_token_id: int | None = None,
+) -> torch.Tensor:
+    """Continue ``input_ids [batch, seq]`` by up to ``max_new_tokens``; returns ``[batch, seq + new]``.
+
+    The prompt is encoded once (prefill); each new token then costs one forward pass
+    of length 1 against the cache. With ``eos_token_id``, a finished row is padded
+    with it and generation stops when every row has finished (as transformers does).
+    """
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+    device = model.lm_head.weight.device
+    input_ids = input_ids.to(device)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    batch = input_ids.shape[0]
+    cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens)
+    out = [input_ids]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    logits = model(input_ids, cache, last_only=True)[:, -1]  # prefill: [batch, vocab]
+    for step in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_p, generator)  # [batch]
+        if eos_token_id is not None:
+            token = token.masked_fill(finished, eos_token_id)
+            finished |= token == eos_token_id
+        out.append(token[:, None])
+        if step == max_new_tokens - 1 or finished.all():
+            break
+        logits = model(token[:, None], cache, last_only=True)[:, -1]
+    return torch.cat(out, dim=1)

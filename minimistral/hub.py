@@ -1,0 +1,227 @@
+"""Hugging Face-format checkpoints: ``from_pretrained`` and ``save_pretrained``, safetensors only.
+
+A directory holds ``config.json`` and either ``model.safetensors`` or shards listed in
+``model.safetensors.index.json``. Tensors are read one at a time from memory-mapped
+files into a model built on the meta device, so peak memory stays near one copy of
+the weights. Pickle files (``pytorch_model.bin``) are never opened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from minimistral.config import ModelConfig
+from minimistral.errors import CheckpointError
+from minimistral.model import Ministral3
+
+log = logging.getLogger("minimistral")
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "consolidated.00.pth")
+# mistral3 (multimodal) layouts, old (transformers 4) and new (5): text part -> our names
+TEXT_PREFIXES = {
+    "model.language_model.": "model.",
+    "language_model.model.": "model.",
+    "language_model.lm_head.": "lm_head.",
+}
+SKIPPED_PREFIXES = ("vision_tower.", "model.vision_tower.", "multi_modal_projector.", "model.multi_modal_projector.")
+
+
+def load_config(path: str | os.PathLike) -> ModelConfig:
+    """Parse ``DIR/config.json`` into a :class:`ModelConfig` (clear error on any problem)."""
+    file = Path(path) / "config.json"
+    if not Path(path).is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory")
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing (a checkpoint directory needs config.json)")
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return ModelConfig.from_hf_dict(raw, source=str(file))
+
+
+def weight_files(path: str | os.PathLike) -> dict[str, Path]:
+    """Map each stored tensor name to its file, from the index or the single file."""
+    d = Path(path)
+    if (d / INDEX).is_file():
+        try:
+            weight_map = json.loads((d / INDEX).read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{d / INDEX}: unreadable index ({exc!r})") from None
+        files = {name: d / f for name, f in weight_map.items()}
+        for f in sorted(set(files.values())):
+            if not f.is_file():
+                raise CheckpointError(f"{f}: shard named in {INDEX} is missing")
+        return files
+    if (d / SINGLE).is_file():
+        with _open(d / SINGLE) as f:
+            return {name: d / SINGLE for name in f.keys()}
+    pickles = [p for p in PICKLES if (d / p).exists()]
+    if pickles:
+        raise CheckpointError(
+            f"{d / pickles[0]}: only safetensors is read (pickle files are never loaded); "
+            "convert it with transformers' save_pretrained(safe_serialization=True)"
+        )
+    if (d / "consolidated.safetensors").is_file():
+        raise CheckpointError(f"{d}: Mistral-native consolidated.safetensors; use the HF-format files")
+    raise CheckpointError(f"{d}: no {SINGLE} or {INDEX}")
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{file}: unreadable safetensors file ({exc}); is it truncated?") from None
+
+
+def text_name(name: str) -> str | None:
+    """Stored name -> our parameter name; None for the vision tower and projector."""
+    if name.startswith(SKIPPED_PREFIXES):
+        return None
+    for old, new in TEXT_PREFIXES.items():
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
+def read_tensors(path: str | os.PathLike) -> Iterator[tuple[str, str, Path, torch.Tensor]]:
+    """Yield (our name, stored name, file, tensor) lazily, one file open at a time."""
+    by_file: dict[Path, list[str]] = {}
+    for name, file in weight_files(path).items():
+        by_file.setdefault(file, []).append(name)
+    skipped = 0
+    for file, names in by_file.items():
+        with _open(file) as f:
+            stored = set(f.keys())
+            for name in names:
+                ours = text_name(name)
+                if ours is None:
+                    skipped += 1
+                    continue
+                if name not in stored:
+                    raise CheckpointError(f"{file}: tensor {name!r} listed in the index is not in the file")
+                try:
+                    tensor = f.get_tensor(name)
+                except (SafetensorError, OSError) as exc:
+                    raise CheckpointError(f"{file}: cannot read tensor {name!r} ({exc})") from None
+                yield ours, name, file, tensor
+    if skipped:
+        log.warning("minimistral: skipped %d vision-tower/projector tensors (text model only)", skipped)
+
+
+def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> Ministral3:
+    """Load a Hugging Face-format directory (``ministral3``, ``mistral``, or ``mistral3``'s text part).
+
+    ``dtype`` defaults to the stored dtype (bf16 stays bf16); ``device`` to cpu.
+    Errors (:class:`CheckpointError`) name the file and the tensor or key at fault.
+    """
+    cfg = load_config(path)
+    device = torch.device(device or "cpu")
+    with torch.device("meta"):
+        model = Ministral3(cfg)
+    expected = {name: p for name, p in model.named_parameters()}  # tied head appears once
+    tied_head = "lm_head.weight" if cfg.tie_word_embeddings else None
+    loaded: set[str] = set()
+    for name, stored_name, file, tensor in read_tensors(path):
+        if name == tied_head:
+            continue  # tied: the head is the embedding matrix
+        if name not in expected:
+            raise CheckpointError(f"{file}: unexpected tensor {stored_name!r} for this config.json")
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise CheckpointError(
+                f"{file}: tensor {stored_name!r} has shape {tuple(tensor.shape)}, config.json implies {want}"
+            )
+        dtype = dtype or tensor.dtype
+        _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
+        loaded.add(name)
+    missing = sorted(set(expected) - loaded)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{path}: missing tensor {missing[0]!r}{more}")
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.eval()
+
+
+def _set_parameter(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    setattr(module, attr, torch.nn.Parameter(value, requires_grad=True))
+
+
+def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: int | None = None) -> Path:
+    """Write ``config.json`` and safetensors weights that ``transformers.AutoModelForCausalLM`` loads.
+
+    With ``max_shard_size`` (bytes) the weights are split into shards plus an index.
+    Every file is written to a temporary name and renamed into place, so an
+    interrupted save never leaves a half-written file under a real name.
+    """
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    shards = _shard(state, max_shard_size)
+    files: dict[str, bytes | dict] = {}
+    if len(shards) == 1:
+        files[SINGLE] = shards[0]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        files.update(zip(names, shards, strict=True))
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+            "weight_map": {k: n for n, shard in zip(names, shards, strict=True) for k in shard},
+        }
+        files[INDEX] = json.dumps(index, indent=2).encode()
+    config = model.config.to_hf_dict() | {"dtype": str(next(iter(state.values())).dtype).removeprefix("torch.")}
+    files["config.json"] = json.dumps(config, indent=2).encode()
+    for name, content in files.items():
+        _atomic_write(d / name, content)
+    for stale in list(d.glob("model*.safetensors")) + list(d.glob(INDEX)):
+        if stale.name not in files:
+            stale.unlink()
+    return d
+
+
+def _shard(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if max_bytes and shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = t
+        size += nbytes
+    return shards
+
+
+def _atomic_write(file: Path, content: bytes | dict) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over ``file``."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if isinstance(content, dict):
+            save_file(content, tmp, metadata={"format": "pt"})
+        else:
+            Path(tmp).write_bytes(content)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

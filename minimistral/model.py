@@ -1,0 +1,229 @@
+"""The Ministral 3 decoder: RMSNorm, grouped-query attention, SwiGLU, block, causal LM, KV cache.
+
+Paper section 2 and Table 1: a dense decoder-only transformer with pre-norm RMSNorm,
+GQA (32 query heads, 8 KV heads, head_dim 128), RoPE with YaRN and a position-based
+softmax temperature, SwiGLU feed-forward, no biases, optionally tied embeddings.
+
+Parameter names are those of transformers' ``Ministral3ForCausalLM`` so a state dict
+moves between the two unchanged (``model.layers.0.self_attn.q_proj.weight`` ...).
+The paper's FFN names map as W1 = ``gate_proj``, W3 = ``up_proj``, W2 = ``down_proj``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from minimistral.config import ModelConfig
+from minimistral.rope import RotaryEmbedding, apply_rotary
+
+
+class RMSNorm(nn.Module):
+    r"""Root-mean-square layer norm: $y = g \odot x / \sqrt{\mathrm{mean}(x^2) + \epsilon}$.
+
+    Normalised in fp32 and cast back before the gain, as transformers does.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., dim]
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding, preallocated and grown by doubling.
+
+    ``length`` counts the positions already stored: the next token sits at absolute
+    position ``length``, which is what RoPE and the softmax temperature must see.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device=None, dtype=None):
+        shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def reserve(self, new_tokens: int) -> None:
+        """Make room for ``new_tokens`` more positions (amortised O(1) per token)."""
+        need = self.length + new_tokens
+        if need <= self.capacity:
+            return
+        capacity = max(need, 2 * self.capacity)
+        for store in (self.keys, self.values):
+            for i, old in enumerate(store):
+                new = old.new_empty(*old.shape[:2], capacity, old.shape[3])
+                new[:, :, : self.length] = old[:, :, : self.length]
+                store[i] = new
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v ``[batch, kv_heads, new, head_dim]`` at the current position; return all keys/values."""
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+def attention_mask(q_len: int, past: int, sliding_window: int | None, device) -> torch.Tensor:
+    """Boolean ``[q_len, past + q_len]``: query i (absolute past+i) may see key j iff j <= past+i
+    and, with a sliding window W, j > past+i-W (transformers' ``sliding_window_overlay``)."""
+    qpos = torch.arange(past, past + q_len, device=device)[:, None]
+    kpos = torch.arange(past + q_len, device=device)[None, :]
+    allowed = kpos <= qpos
+    if sliding_window is not None:
+        allowed &= kpos > qpos - sliding_window
+    return allowed
+
+
+class Attention(nn.Module):
+    r"""Grouped-query attention with RoPE and the position-based query temperature.
+
+    $\mathrm{head}_h = \mathrm{softmax}\big(\tau(p)\, R_p q_h \cdot (R_s k_{g(h)})^\top / \sqrt{d}\big)\, v_{g(h)}$,
+    where query head $h$ reads KV head $g(h) = \lfloor h / G \rfloor$ with group size
+    $G = n_q / n_{kv}$ (4 in every Ministral 3 size), $R_p$ is the rotary rotation at
+    position $p$ and $\tau$ the temperature (``rope.query_temperature``).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.sliding_window = cfg.sliding_window
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None):
+        cos, sin, temp = rope  # [t, head_dim], [t, head_dim], [t, 1] or None
+        q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_heads, t, d]
+        k = rearrange(self.k_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_kv, t, d]
+        v = rearrange(self.v_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_kv, t, d]
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if temp is not None:
+            q = q * temp  # tau(p) scales queries after RoPE; keys untouched (paper 2)
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # [b, n_kv, past + t, d]
+        out = self.attend(q, k, v, past)  # [b, n_heads, t, d]
+        return self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
+
+    def attend(self, q, k, v, past: int) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v with the causal (and sliding-window) mask, KV heads shared by groups."""
+        t, s = q.shape[2], k.shape[2]
+        window_covers = self.sliding_window is None or s <= self.sliding_window
+        if t == 1 and window_covers:
+            # Decoding one token: nothing to mask, so fold the G query heads of each group
+            # into the query axis and let them all read their shared KV head directly.
+            qg = rearrange(q, "b (kv g) 1 d -> b kv g d", kv=self.n_kv)  # [b, n_kv, G, d]
+            out = F.scaled_dot_product_attention(qg, k, v)  # [b, n_kv, G, d]
+            return rearrange(out, "b kv g d -> b (kv g) 1 d")
+        if past == 0 and window_covers:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        mask = attention_mask(t, past, self.sliding_window, q.device)  # [t, s]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+class SwiGLU(nn.Module):
+    r"""Gated feed-forward $W_2\big(\mathrm{SiLU}(W_1 x) \odot W_3 x\big)$ (paper section 2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)  # W1
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)  # W3
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)  # W2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, hidden] -> [b, t, hidden]
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    r"""Pre-norm decoder block: $h = x + \mathrm{Attn}(\mathrm{Norm}(x))$, $y = h + \mathrm{FFN}(\mathrm{Norm}(h))$."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # attention norm
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # FFN norm
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None):
+        h = x + self.self_attn(self.input_layernorm(x), rope, layer, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Decoder(nn.Module):
+    """Token embeddings, the stack of blocks, and the final norm (transformers' ``Ministral3Model``)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = RotaryEmbedding(cfg)
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)  # [b, t, hidden]
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.reserve(input_ids.shape[1])
+        positions = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)  # absolute
+        rope = self.rotary(positions, x.dtype)
+        for i, block in enumerate(self.layers):
+            x = block(x, rope, i, cache)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
+        return self.norm(x)
+
+
+class Ministral3(nn.Module):
+    """The causal language model: ``input_ids [batch, seq]`` -> ``logits [batch, seq, vocab]``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight  # one matrix, counted once
+        if self.lm_head.weight.device.type != "meta":
+            self.init_weights()
+
+    def init_weights(self, std: float = 0.02) -> None:
+        """N(0, std) for every matrix, ones for norm gains (transformers' initialisation)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, std=std)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False):
+        """Logits ``[batch, seq, vocab]`` (``[batch, 1, vocab]`` with ``last_only``); ``cache`` is updated in place."""
+        h = self.model(input_ids, cache)
+        return self.lm_head(h[:, -1:] if last_only else h)
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        w = self.lm_head.weight
+        return KVCache(self.config, batch, capacity, device=w.device, dtype=w.dtype)
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def default_device() -> torch.device:
+    """cuda if present, else mps, else cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

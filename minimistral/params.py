@@ -1,0 +1,68 @@
+"""Parameter counts of a config, exact, built on the meta device (no memory is allocated).
+
+FACTS.md section 1: 3,429,006,336 / 8,489,553,920 / 13,506,073,600 / 23,572,403,200
+for Ministral 3 3B / 8B / 14B and Mistral Small 3.1 (language model only, a tied head
+counted once).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minimistral.config import ModelConfig
+from minimistral.model import Ministral3, RMSNorm
+
+GROUPS = ("embeddings", "attention", "ffn", "norms")
+
+
+def meta_model(cfg: ModelConfig) -> Ministral3:
+    """The model's skeleton: every parameter has its real shape and no storage."""
+    with torch.device("meta"):
+        return Ministral3(cfg)
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Distinct parameters of the language model (a tied embedding counted once)."""
+    return meta_model(cfg).num_parameters()
+
+
+def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
+    """Parameters per group: embeddings (input table and untied head), attention, FFN, norms."""
+    counts = dict.fromkeys(GROUPS, 0)
+    model = meta_model(cfg)
+    for name, p in model.named_parameters():  # a tied head is not listed twice
+        module = model.get_submodule(name.rpartition(".")[0])
+        if isinstance(module, RMSNorm):
+            group = "norms"
+        elif ".self_attn." in name:
+            group = "attention"
+        elif ".mlp." in name:
+            group = "ffn"
+        else:
+            group = "embeddings"
+        counts[group] += p.numel()
+    return counts
+
+
+def params_table(configs: dict[str, ModelConfig]) -> str:
+    """A plain-text table of shapes and exact parameter counts (``minimistral params``)."""
+    rows = [("model", "layers", "hidden", "FFN", "q/kv heads", "head_dim", "tied", "rope", "LM params")]
+    for name, c in configs.items():
+        rope = f"yarn x{c.yarn_factor:g}" if c.uses_yarn else "plain"
+        rows.append(
+            (
+                name,
+                str(c.num_hidden_layers),
+                str(c.hidden_size),
+                str(c.intermediate_size),
+                f"{c.num_attention_heads}/{c.num_key_value_heads}",
+                str(c.head_dim),
+                "yes" if c.tie_word_embeddings else "no",
+                f"{rope}, theta {c.rope_theta:g}",
+                f"{count_parameters(c):,}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
