@@ -139,7 +139,11 @@ class ModelConfig:
         if model_type == "mistral3":
             if not isinstance(cfg.get("text_config"), dict):
                 raise CheckpointError(f"{source}: mistral3 config has no 'text_config' object")
-            return cls.from_hf_dict(cfg["text_config"], f"{source} (text_config)")
+            text = cls.from_hf_dict(cfg["text_config"], f"{source} (text_config)")
+            # transformers 5 ties the multimodal model's head by the top-level flag (default True)
+            tied = cfg.get("tie_word_embeddings", True)
+            _typed(source, "tie_word_embeddings", tied, ((bool,), False))
+            return text.replace(tie_word_embeddings=tied)
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise CheckpointError(
                 f"{source}: unsupported model_type {model_type!r} "
@@ -148,6 +152,7 @@ class ModelConfig:
         return _parse_text_config(cls, cfg, model_type, source)
 
 
+YARN_ONLY = ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor", "yarn_truncate")
 SUPPORTED_MODEL_TYPES = frozenset({"ministral3", "mistral"})
 HF_DEFAULTS = {  # transformers' own defaults for keys a config.json may leave out
     "ministral3": {"rms_norm_eps": 1e-5, "tie_word_embeddings": False, "sliding_window": None},
@@ -208,7 +213,10 @@ def _parse_text_config(cls, cfg: dict, model_type: str, source: str) -> ModelCon
         "eos_token_id": _first(cfg.get("eos_token_id")),
         "pad_token_id": cfg.get("pad_token_id"),
     }
-    if rope_type == "yarn" and values["yarn_factor"] is None:
+    if rope_type != "yarn":  # YaRN-only knobs keep their defaults: they change nothing here
+        for key in YARN_ONLY:
+            values[key] = getattr(cls, key)
+    elif values["yarn_factor"] is None:
         values["yarn_factor"] = values["max_position_embeddings"] / values["original_max_position_embeddings"]
     for f in fields(cls):
         spec = _annotation(f.type)

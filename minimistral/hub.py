@@ -68,7 +68,7 @@ def weight_files(path: str | os.PathLike) -> dict[str, Path]:
         return files
     if (d / SINGLE).is_file():
         with _open(d / SINGLE) as f:
-            return {name: d / SINGLE for name in f.keys()}
+            return {name: d / SINGLE for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     pickles = [p for p in PICKLES if (d / p).exists()]
     if pickles:
         raise CheckpointError(

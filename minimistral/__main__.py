@@ -1,0 +1,5 @@
+import sys
+
+from minimistral.cli import main
+
+sys.exit(main())

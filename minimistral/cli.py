@@ -1,0 +1,106 @@
+"""``minimistral`` command line: one subcommand per stage.
+
+Bad input (a missing file, a wrong shape, an unknown model_type ...) prints one line
+``minimistral: error: ...`` and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+TOKENIZER_FILES = ("tekken.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def cmd_params(args) -> None:
+    from minimistral.config import CONFIGS
+    from minimistral.params import params_table
+
+    print(params_table(CONFIGS))
+
+
+def cmd_generate(args) -> None:
+    from minimistral.generate import generate
+    from minimistral.hub import from_pretrained, load_config
+    from minimistral.model import default_device
+    from minimistral.tokenizer import load_tokenizer
+
+    load_config(args.checkpoint)  # fail fast on a wrong directory, before reading any weights
+    tok = load_tokenizer(args.checkpoint)
+    device = torch.device(args.device) if args.device else default_device()
+    model = from_pretrained(args.checkpoint, dtype=DTYPES.get(args.dtype), device=device)
+    ids = torch.tensor([tok.encode(args.prompt)], device=device)
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id)
+    new = [t for t in out[0, ids.shape[1] :].tolist() if t != tok.eos_id]
+    print(args.prompt + tok.decode(new))
+
+
+def cmd_convert(args) -> None:
+    from minimistral.hub import from_pretrained, save_pretrained
+
+    src, dst = Path(args.checkpoint), Path(args.out)
+    model = from_pretrained(src, dtype=DTYPES.get(args.dtype))
+    shard = int(args.max_shard_size_mb * 2**20) if args.max_shard_size_mb else None
+    save_pretrained(model, dst, max_shard_size=shard)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file() and src.resolve() != dst.resolve():
+            shutil.copy2(src / name, dst / name)
+    print(f"wrote {dst} ({model.config.to_hf_dict()['model_type']}, {model.num_parameters():,} parameters)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minimistral", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("params", help="shapes and exact parameter counts of the real family")
+    s.set_defaults(func=cmd_params)
+
+    s = sub.add_parser("generate", help="continue a prompt with a checkpoint's model and tokenizer")
+    s.add_argument("--checkpoint", required=True, help="HF-format directory with tekken.json or tokenizer.json")
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: as stored")
+    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser(
+        "convert",
+        help="rewrite a checkpoint as a text-only HF directory (mistral3 -> its language model; dtype; shards)",
+    )
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    s.add_argument("--max-shard-size-mb", type=float, default=None)
+    s.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minimistral.errors import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"minimistral: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The command line: params, generate (Tekken and tokenizer.json), convert."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import hf_model
+
+import minimistral
+from minimistral.cli import main
+from minimistral.tokenizer import load_tokenizer
+
+
+def test_params_prints_the_family(capsys):
+    assert main(["params"]) == 0
+    out = capsys.readouterr().out
+    for count in ("3,429,006,336", "8,489,553,920", "13,506,073,600", "23,572,403,200"):
+        assert count in out
+
+
+def tekken_file() -> Path:
+    mc = pytest.importorskip("mistral_common")
+    return Path(mc.__file__).parent / "data" / "tekken_240911.json"
+
+
+def test_generate_with_real_tekken(tmp_path, capsys):
+    hf = hf_model("ministral3", vocab_size=131072, hidden_size=32, intermediate_size=48, num_hidden_layers=1)
+    hf.save_pretrained(tmp_path)
+    shutil.copy(tekken_file(), tmp_path / "tekken.json")
+    argv = ["generate", "--checkpoint", str(tmp_path), "--prompt", "The capital of France", "--max-new-tokens", "8"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("The capital of France")
+    # the CLI's continuation is the model's greedy continuation, decoded
+    tok = load_tokenizer(tmp_path)
+    ids = torch.tensor([tok.encode("The capital of France")])
+    assert ids[0, 0].item() == 1  # <s> at Tekken's id
+    new = minimistral.generate(minimistral.from_pretrained(tmp_path), ids, 8, eos_token_id=tok.eos_id)[
+        0, ids.shape[1] :
+    ]
+    assert text.rstrip("\n") == "The capital of France" + tok.decode([t for t in new.tolist() if t != tok.eos_id])
+
+
+def test_generate_with_tokenizer_json(tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {chr(97 + i): 3 + i for i in range(26)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.save(str(tmp_path / "tokenizer.json"))
+    hf_model("ministral3", vocab_size=29).save_pretrained(tmp_path)
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(tmp_path),
+                "--prompt",
+                "abc",
+                "--max-new-tokens",
+                "5",
+                "--temperature",
+                "0.8",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("abc")
+
+
+def test_generate_without_tokenizer_is_a_clear_error(tmp_path, capsys):
+    hf_model("ministral3").save_pretrained(tmp_path)
+    assert main(["generate", "--checkpoint", str(tmp_path), "--prompt", "x"]) == 2
+    assert "no tekken.json or tokenizer.json" in capsys.readouterr().err
+
+
+def test_convert_changes_dtype(tmp_path):
+    hf_model("ministral3").save_pretrained(tmp_path / "a")
+    assert main(["convert", "--checkpoint", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--dtype", "bf16"]) == 0
+    assert minimistral.from_pretrained(tmp_path / "b").lm_head.weight.dtype == torch.bfloat16

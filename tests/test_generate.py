@@ -1,0 +1,69 @@
+"""KV-cache decoding equals the full forward; greedy generation equals transformers token for token."""
+
+import pytest
+import torch
+from conftest import hf_model
+from test_parity import ours_from
+
+import minimistral
+from minimistral.generate import sample_next
+
+
+@pytest.mark.parametrize("kind,kw", [("ministral3", {}), ("mistral", dict(yarn=False, sliding_window=20))])
+def test_cached_decoding_equals_full_forward_at_every_step(kind, kw):
+    ours = ours_from(hf_model(kind, **kw))
+    ids = torch.randint(0, 256, (2, 70))
+    with torch.no_grad():
+        full = ours(ids)
+        cache = ours.new_cache(2, capacity=8)  # small: forces the cache to grow several times
+        steps = [ours(ids[:, :5], cache), ours(ids[:, 5:21], cache)]  # prefill, then a chunk
+        steps += [ours(ids[:, t : t + 1], cache) for t in range(21, 70)]  # one token at a time
+    assert cache.length == 70
+    assert (torch.cat(steps, 1) - full).abs().max().item() < 1e-4
+
+
+def test_greedy_generation_equals_transformers():
+    hf = hf_model("ministral3")
+    ours = ours_from(hf)
+    prompt = torch.randint(0, 256, (2, 9))
+    want = hf.generate(prompt, max_new_tokens=60, do_sample=False, eos_token_id=None, pad_token_id=0)
+    got = minimistral.generate(ours, prompt, max_new_tokens=60)
+    assert got.shape == (2, 69)
+    assert torch.equal(got, want)  # positions 9..68 cross the original window (16) four times
+
+
+def test_generation_stops_at_eos_and_pads_like_transformers():
+    hf = hf_model("ministral3")
+    ours = ours_from(hf)
+    prompt = torch.randint(0, 256, (1, 5))
+    greedy = minimistral.generate(ours, prompt, 12)
+    eos = int(greedy[0, 9])  # the 5th generated token plays the end-of-sequence token
+    got = minimistral.generate(ours, prompt, 12, eos_token_id=eos)
+    want = hf.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    assert torch.equal(got, want)
+    assert got.shape[1] <= 10
+
+
+def test_sampling_is_reproducible_with_a_seed():
+    ours = ours_from(hf_model("ministral3"))
+    prompt = torch.randint(0, 256, (1, 4))
+    a = minimistral.generate(ours, prompt, 20, temperature=1.0, top_p=0.9, seed=3)
+    b = minimistral.generate(ours, prompt, 20, temperature=1.0, top_p=0.9, seed=3)
+    c = minimistral.generate(ours, prompt, 20, temperature=1.0, top_p=0.9, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_top_p_keeps_the_nucleus_only():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, 1.0, 0.75, g) for _ in range(400)])
+    assert set(draws.unique().tolist()) == {0, 1}  # 0.5 + 0.3 reach 0.75; 2 and 3 never drawn
+    assert sample_next(logits, 1.0, 1e-6, g).item() == 0  # a tiny nucleus is greedy
+
+
+def test_bad_sampling_arguments():
+    ours = ours_from(hf_model("ministral3"))
+    with pytest.raises(ValueError, match="top_p"):
+        minimistral.generate(ours, torch.zeros(1, 3, dtype=torch.long), 2, top_p=0.0)
+    with pytest.raises(ValueError, match=r"\[batch, seq\]"):
+        minimistral.generate(ours, torch.zeros(3, dtype=torch.long), 2)
