@@ -202,3 +202,27 @@ def test_cli_error_exit_code_in_a_real_process(tmp_path):
         r.stderr.strip()
         == f"minimistral: error: {tmp_path / 'config.json'}: missing (a checkpoint directory needs config.json)"
     )
+
+
+MEMORY_PROBE = """
+import resource, sys, torch, minimistral
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model = minimistral.from_pretrained(sys.argv[1])
+with torch.no_grad():
+    touched = sum(p.sum().item() for p in model.parameters())  # every page really read
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+
+
+def test_loading_peak_memory_is_about_one_copy(tmp_path):
+    cfg = minimistral.ModelConfig(
+        vocab_size=16000, hidden_size=512, intermediate_size=2048, num_hidden_layers=6,
+        num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+    )  # fmt: skip
+    model = minimistral.Ministral3(cfg)
+    size = model.num_parameters() * 4  # ~130 MB fp32
+    minimistral.save_pretrained(model, tmp_path / "big", max_shard_size=40_000_000)
+    del model
+    r = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "big")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.strip()) < 1.3 * size
