@@ -125,7 +125,8 @@ def read_tensors(path: str | os.PathLike) -> Iterator[tuple[str, str, Path, torc
 def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> Ministral3:
     """Load a Hugging Face-format directory (``ministral3``, ``mistral``, or ``mistral3``'s text part).
 
-    ``dtype`` defaults to the stored dtype (bf16 stays bf16); ``device`` to cpu.
+    ``dtype`` defaults to the stored dtype (bf16 stays bf16); a model has one dtype, so a
+    checkpoint that mixes dtypes is cast to that of its first tensor. ``device`` defaults to cpu.
     Errors (:class:`CheckpointError`) name the file and the tensor or key at fault.
     """
     cfg = load_config(path)
@@ -145,7 +146,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
             raise CheckpointError(
                 f"{file}: tensor {stored_name!r} has shape {tuple(tensor.shape)}, config.json implies {want}"
             )
-        dtype = dtype or tensor.dtype
+        dtype = dtype or tensor.dtype  # fixed by the first tensor when not given
         _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
         loaded.add(name)
     missing = sorted(set(expected) - loaded)

@@ -54,7 +54,7 @@ def yarn_ramp(cfg: ModelConfig) -> YarnRamp:
     high = yarn_correction_dim(cfg.beta_slow, d, theta, L)
     if cfg.yarn_truncate:
         low, high = math.floor(low), math.ceil(high)
-    low, high = max(low, 0), min(high, d - 1)
+    low, high = max(low, 0), min(high, d - 1)  # d - 1 (not d/2 - 1): transformers' bound, kept for parity
     span = (high - low) or 0.001  # transformers' guard against a zero-width ramp
     ramp = ((torch.arange(d // 2, dtype=torch.float32, device="cpu") - low) / span).clamp(0, 1)
     return YarnRamp(low, high, ramp)
