@@ -141,7 +141,7 @@ def attention_inputs(model: Ministral3, input_ids: torch.Tensor, layer: int) -> 
     x = _capture(model, block.input_layernorm, input_ids, pre=False)  # [b, t, hidden]
     t = x.shape[1]
     with torch.no_grad():
-        cos, sin, temp = model.model.rotary(torch.arange(t, device=x.device), x.dtype)  # [t, d], [t, d], [t, 1]
+        cos, sin, temp = model.model.rotary(0, t, x.device, x.dtype)  # [t, d], [t, d], [t, 1]
         q = rearrange(attn.q_proj(x), "b t (h d) -> b h t d", d=attn.head_dim)  # [b, n_heads, t, d]
         k = rearrange(attn.k_proj(x), "b t (h d) -> b h t d", d=attn.head_dim)  # [b, n_kv, t, d]
         v = rearrange(attn.v_proj(x), "b t (h d) -> b h t d", d=attn.head_dim)  # [b, n_kv, t, d]

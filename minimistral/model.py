@@ -104,7 +104,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None):
-        cos, sin, temp = rope  # [t, head_dim], [t, head_dim], [t, 1] or None
+        cos, sin, temp = rope  # [t, head_dim], [t, head_dim] (signed), [t, 1] or None
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_heads, t, d]
         k = rearrange(self.k_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_kv, t, d]
         v = rearrange(self.v_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_kv, t, d]
@@ -176,8 +176,7 @@ class Decoder(nn.Module):
         past = cache.length if cache is not None else 0
         if cache is not None:
             cache.reserve(input_ids.shape[1])
-        positions = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)  # absolute
-        rope = self.rotary(positions, x.dtype)
+        rope = self.rotary(past, input_ids.shape[1], x.device, x.dtype)  # absolute positions past..past+t-1
         for i, block in enumerate(self.layers):
             x = block(x, rope, i, cache)
         if cache is not None:

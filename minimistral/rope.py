@@ -103,11 +103,14 @@ def query_temperature(positions: torch.Tensor, beta: float, original_max: int) -
 
 
 class RotaryEmbedding(nn.Module):
-    """Returns cos/sin and the query temperature for absolute positions.
+    """Returns cos, signed sin and the query temperature for absolute positions.
 
     The fp32 frequencies are a plain attribute, not a buffer: ``model.to(bfloat16)``
     must not round them (a rounded frequency is off by whole turns at long positions),
-    and a model built on the meta device still gets real values.
+    and a model built on the meta device still gets real values. Tables are computed
+    for a whole range of positions at once and sliced, so decoding one token costs
+    a slice instead of a dozen small ops; each entry is computed exactly as for a
+    single position, so the values do not depend on the table.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -115,34 +118,39 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq, self.attention_factor = inverse_frequencies(cfg)  # [head_dim/2] fp32, cpu
         self.beta = cfg.llama_4_scaling_beta
         self.original_max = cfg.original_max_position_embeddings
+        self._table: tuple | None = None  # (device, dtype, cos, sin, temp) for positions [0, len)
 
-    def frequencies(self, device: torch.device) -> torch.Tensor:
-        if self.inv_freq.device != device:
-            self.inv_freq = self.inv_freq.to(device)
-        return self.inv_freq
+    def table(self, length: int, device: torch.device, dtype: torch.dtype):
+        """cos, signed sin ``[length, head_dim]`` and temperature ``[length, 1]`` (or None) for 0..length-1."""
+        t = self._table
+        if t is None or t[0] != device or t[1] != dtype or t[2].shape[0] < length:
+            length = max(length, 2 * t[2].shape[0] if t is not None and t[0] == device else 0)
+            positions = torch.arange(length, device=device)
+            # angle[p, i] = p * omega_i, in fp32 like transformers
+            angles = positions[:, None].float() * self.inv_freq.to(device)[None, :]  # [len, head_dim/2]
+            cos, sin = angles.cos(), angles.sin()
+            if self.attention_factor != 1.0:
+                cos, sin = cos * self.attention_factor, sin * self.attention_factor
+            cos = torch.cat((cos, cos), dim=-1).to(dtype)  # [len, head_dim]: half-split layout
+            sin = torch.cat((-sin, sin), dim=-1).to(dtype)  # the sign of rotate_half folded in
+            temp = None
+            if self.beta is not None:
+                temp = query_temperature(positions.float(), self.beta, self.original_max)[:, None].to(dtype)
+            self._table = t = (device, dtype, cos, sin, temp)
+        return t[2:]
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype):
-        """positions ``[seq]`` (absolute) -> cos, sin ``[seq, head_dim]`` and temperature ``[seq, 1]`` or None."""
-        # angle[p, i] = p * omega_i, in fp32 like transformers
-        angles = positions[:, None].float() * self.frequencies(positions.device)[None, :]  # [seq, head_dim/2]
-        angles = torch.cat((angles, angles), dim=-1)  # [seq, head_dim]: half-split layout
-        cos = (angles.cos() * self.attention_factor).to(dtype)
-        sin = (angles.sin() * self.attention_factor).to(dtype)
-        temp = None
-        if self.beta is not None:
-            temp = query_temperature(positions.float(), self.beta, self.original_max)[:, None].to(dtype)
-        return cos, sin, temp
+    def forward(self, start: int, length: int, device: torch.device, dtype: torch.dtype):
+        """Positions ``start .. start+length-1`` -> cos, signed sin ``[length, head_dim]``, temperature or None."""
+        cos, sin, temp = self.table(start + length, device, dtype)
+        end = start + length
+        return cos[start:end], sin[start:end], None if temp is None else temp[start:end]
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the two halves of the last dim: multiplication by i in each plane."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    r"""Rotate each channel pair $(x_i, x_{i+d/2})$ by the angle $p\,\omega_i$.
 
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    r"""Rotate each channel pair $(x_i, x_{i+d/2})$ by angle $p\,\omega_i$: $x \cos + \mathrm{rot}(x) \sin$.
-
-    x ``[batch, heads, seq, head_dim]``; cos/sin ``[seq, head_dim]``.
+    $x' = x \cos + \mathrm{rot}(x) \sin$ with $\mathrm{rot}(x_1, x_2) = (-x_2, x_1)$. The sign is
+    already in ``signed_sin = (-sin, sin)``, so $\mathrm{rot}$ is a roll by half the head.
+    x ``[batch, heads, seq, head_dim]``; cos/signed_sin ``[seq, head_dim]``.
     """
-    return x * cos + rotate_half(x) * sin
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin

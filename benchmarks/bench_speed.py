@@ -1,0 +1,277 @@
+"""Speed of minimistral against transformers on CPU, fp32, with a ~10M-parameter Ministral 3 shaped model.
+
+Method
+------
+* Same weights: one ``Ministral3`` is built under a fixed seed and its state dict is loaded
+  (strictly) into transformers' ``Ministral3ForCausalLM``; both see the same inputs.
+* Same process, same thread count, same dtype (fp32), same device (CPU).
+* Interleaved repeats: every repeat times ours and theirs back to back, and the order
+  alternates from one repeat to the next, so slow drift (clock scaling, other processes,
+  allocator state) falls on both sides alike.
+* Warm-up calls are discarded; the reported figure is the median of the repeats, and the ratio
+  is median(ours) / median(theirs). Two cross-checks are printed beside it: "paired", the median
+  over rounds of the ratio within a round (both sides timed seconds apart), and "best", the ratio
+  of the fastest repeats (what ``timeit`` recommends). On a shared machine another process can
+  stall whole repeats (with all cores in use, an OpenMP barrier waits for a descheduled thread),
+  so a verdict is PASS or BELOW TARGET only when all three ratios agree, else BORDERLINE: the
+  ratio sits at the target within the noise (rerun on a quiet machine or with more ``--repeats``).
+  The 1-minute load average is printed for the same reason.
+
+Metrics (all tokens/s, higher is better)
+-----------------------------------------
+1. training: forward, cross-entropy, backward, ``AdamW.step``, ``zero_grad`` on ``batch x seq`` tokens;
+   each side trains its own copy of the weights with its own optimizer.
+2. prefill: one ``inference_mode`` forward over ``batch x seq`` tokens (full logits).
+3. decode: greedy generation of N new tokens at batch 1 with the KV cache, timed over the whole
+   call (the short prompt's prefill included), ``minimistral.generate`` against ``hf.generate``.
+   Both outputs are checked to hold N new tokens, and compared token by token.
+
+Run ``python benchmarks/bench_speed.py`` (``--quick`` for a smoke run, ``--json PATH`` to save results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import Ministral3Config, Ministral3ForCausalLM
+
+import minimistral
+from minimistral import Ministral3, ModelConfig
+
+TARGETS = {"training": 1.0, "prefill": None, "decode": 1.5}  # minimum ratio ours / transformers
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small shapes and few repeats: a smoke run of seconds")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per metric (default 9, quick 2)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per side before timing")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def bench_config() -> ModelConfig:
+    """Ministral 3 shaped, ~10M parameters: GQA 8 q / 2 kv heads, YaRN and the query temperature on.
+
+    The original window is made short (128) so that the temperature actually changes inside
+    every sequence timed here (training 256, prefill 512, decode positions 16..143).
+    """
+    return ModelConfig(
+        vocab_size=8192,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=False,
+        max_position_embeddings=2048,  # = yarn_factor x original window
+        rope_theta=1e6,
+        yarn_factor=16.0,
+        original_max_position_embeddings=128,
+        llama_4_scaling_beta=0.1,
+        eos_token_id=None,  # no early stop anywhere: both sides must emit every requested token
+    )
+
+
+def shapes(quick: bool) -> dict:
+    """Batch and sequence sizes per metric."""
+    if quick:
+        return {"train": (2, 64), "prefill": (1, 128), "prompt": 16, "new_tokens": 16, "repeats": 2}
+    return {"train": (8, 256), "prefill": (1, 512), "prompt": 16, "new_tokens": 128, "repeats": 9}
+
+
+def build_models(cfg: ModelConfig, seed: int) -> tuple[Ministral3, Ministral3ForCausalLM]:
+    """Our model under ``seed`` and transformers' with the very same weights."""
+    torch.manual_seed(seed)
+    ours = Ministral3(cfg).float()
+    hf_config = Ministral3Config(**cfg.to_hf_dict())
+    theirs = Ministral3ForCausalLM(hf_config).float()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    return ours.eval(), theirs.eval()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function: warm-ups first, then ``repeats`` rounds in alternating order."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def train_step_fn(model: torch.nn.Module, ids: torch.Tensor, hf: bool) -> Callable[[], float]:
+    """One optimiser step on a private copy of ``model``: next-token cross-entropy, backward, AdamW, zero_grad."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> float:
+        logits = model(ids).logits if hf else model(ids)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+def prefill_fn(model: torch.nn.Module, ids: torch.Tensor, hf: bool) -> Callable[[], torch.Tensor]:
+    @torch.inference_mode()
+    def prefill() -> torch.Tensor:
+        return model(ids).logits if hf else model(ids)
+
+    return prefill
+
+
+def bench_training(ours, theirs, cfg, batch, seq, repeats, warmup) -> dict:
+    ids = torch.randint(cfg.vocab_size, (batch, seq))
+    fns = {"ours": train_step_fn(ours, ids, hf=False), "theirs": train_step_fn(theirs, ids, hf=True)}
+    return per_token(interleaved(fns, repeats, warmup), batch * seq)
+
+
+def bench_prefill(ours, theirs, cfg, batch, seq, repeats, warmup) -> dict:
+    ids = torch.randint(cfg.vocab_size, (batch, seq))
+    fns = {"ours": prefill_fn(ours, ids, hf=False), "theirs": prefill_fn(theirs, ids, hf=True)}
+    return per_token(interleaved(fns, repeats, warmup), batch * seq)
+
+
+def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup) -> dict:
+    """Greedy decoding at batch 1; also checks that both sides emit ``new_tokens`` identical tokens."""
+    ids = torch.randint(cfg.vocab_size, (1, prompt_len))
+    mask = torch.ones_like(ids)  # explicit: a random prompt may contain the pad id, which HF would mask
+    outputs: dict[str, torch.Tensor] = {}
+
+    def run_ours():
+        outputs["ours"] = minimistral.generate(ours, ids, max_new_tokens=new_tokens)
+
+    def run_theirs():
+        outputs["theirs"] = theirs.generate(
+            ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
+        )
+
+    result = per_token(interleaved({"ours": run_ours, "theirs": run_theirs}, repeats, warmup), new_tokens)
+    a, b = outputs["ours"][0, prompt_len:], outputs["theirs"][0, prompt_len:]
+    if len(a) != new_tokens or len(b) != new_tokens:
+        raise RuntimeError(f"expected {new_tokens} new tokens, got ours {len(a)}, transformers {len(b)}")
+    differ = (a != b).nonzero()
+    result["tokens_match"] = bool(len(differ) == 0)
+    result["first_mismatch"] = int(differ[0]) if len(differ) else None
+    return result
+
+
+def per_token(times: dict[str, list[float]], tokens: int) -> dict:
+    """Median tokens/s per side and their ratio ours/theirs, plus the noise checks and the raw seconds."""
+    ours, theirs = times["ours"], times["theirs"]
+    median = {"ours": tokens / statistics.median(ours), "theirs": tokens / statistics.median(theirs)}
+    return {
+        **median,
+        "ratio": median["ours"] / median["theirs"],
+        "best_ratio": min(theirs) / min(ours),
+        "paired_ratio": statistics.median(t / o for o, t in zip(ours, theirs, strict=True)),
+        "seconds": times,
+    }
+
+
+def environment(cfg: ModelConfig, model: Ministral3, threads: int, args) -> dict:
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": threads,
+        "dtype": "float32",
+        "device": "cpu",
+        "quick": args.quick,
+        "seed": args.seed,
+        "parameters": model.num_parameters(),
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def verdict(r: dict, target: float | None) -> str:
+    """PASS / BELOW TARGET when the median, paired and best ratios agree about the target, else BORDERLINE."""
+    if target is None:
+        return "-"
+    above = [r[k] >= target for k in ("ratio", "paired_ratio", "best_ratio")]
+    return "PASS" if all(above) else "BELOW TARGET" if not any(above) else "BORDERLINE"
+
+
+def print_table(results: dict, labels: dict[str, str]) -> None:
+    cols = f"{'minimistral':>12} {'transformers':>13} {'ratio':>7} {'target':>7} {'paired':>7} {'best':>7}"
+    header = f"{'metric':<28} {cols}  verdict"
+    print(header)
+    print("-" * len(header))
+    for metric, r in results.items():
+        target = TARGETS[metric]
+        target_s = "-" if target is None else f">={target:.1f}x"
+        ratios = f"{r['ratio']:>6.3f}x {target_s:>7} {r['paired_ratio']:>6.3f}x {r['best_ratio']:>6.3f}x"
+        name = f"{metric} {labels[metric]}"
+        print(f"{name:<28} {r['ours']:>12,.0f} {r['theirs']:>13,.0f} {ratios}  {verdict(r, target)}")
+    print("tokens/s, median of interleaved repeats; ratio = minimistral / transformers of those medians;")
+    print("paired = median over rounds of the per-round ratio; best = ratio of the fastest repeats")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    sizes = shapes(args.quick)
+    repeats = args.repeats or sizes["repeats"]
+    cfg = bench_config()
+    ours, theirs = build_models(cfg, args.seed)
+    env = environment(cfg, ours, torch.get_num_threads(), args)
+    print(f"torch {env['torch']}, transformers {env['transformers']}, threads {env['threads']}, fp32 on cpu")
+    print(f"transformers attention: {theirs.config._attn_implementation}")
+    print(f"config: {cfg}")
+    print(f"parameters: {env['parameters']:,}  repeats: {repeats} (+{args.warmup} warm-up)\n")
+
+    load_before = os.getloadavg()[0]
+    torch.manual_seed(args.seed + 1)  # inputs
+    (tb, ts), (pb, ps) = sizes["train"], sizes["prefill"]
+    results = {
+        "training": bench_training(ours, theirs, cfg, tb, ts, repeats, args.warmup),
+        "prefill": bench_prefill(ours, theirs, cfg, pb, ps, repeats, args.warmup),
+        "decode": bench_decode(ours, theirs, cfg, sizes["prompt"], sizes["new_tokens"], repeats, args.warmup),
+    }
+    labels = {
+        "training": f"({tb}x{ts})",
+        "prefill": f"({pb}x{ps})",
+        "decode": f"(1x{sizes['new_tokens']} new)",
+    }
+    env["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
+    print_table(results, labels)
+    print(f"1-min load average: {load_before:.2f} before, {env['load_average_1min']['after']:.2f} after")
+    match = results["decode"]["tokens_match"]
+    detail = "" if match else f" (first difference at new token {results['decode']['first_mismatch']})"
+    print(f"decode outputs identical: {match}{detail}")
+
+    report = {"environment": env, "shapes": {**sizes, "repeats": repeats}, "results": results}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+        print(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
