@@ -25,10 +25,15 @@ TOKENIZER_FILES = ("tekken.json", "tokenizer.json", "tokenizer_config.json", "sp
 
 
 def cmd_params(args) -> None:
-    from minimistral.config import CONFIGS
-    from minimistral.params import params_table
+    from minimistral.config import CONFIGS, TINY_CONFIGS, TINY_OF_REAL
+    from minimistral.params import family_ratios_table, params_table
 
-    print(params_table(CONFIGS))
+    if args.family == "tiny":
+        print(params_table(TINY_CONFIGS))
+        print("\nratios, tiny vs real:")
+        print(family_ratios_table(TINY_CONFIGS, CONFIGS, TINY_OF_REAL))
+    else:
+        print(params_table(CONFIGS))
 
 
 def cmd_generate(args) -> None:
@@ -64,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minimistral", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("params", help="shapes and exact parameter counts of the real family")
+    s = sub.add_parser("params", help="shapes and exact parameter counts of a model family")
+    s.add_argument("--family", choices=("real", "tiny"), default="real")
     s.set_defaults(func=cmd_params)
 
     s = sub.add_parser("generate", help="continue a prompt with a checkpoint's model and tokenizer")

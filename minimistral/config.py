@@ -296,9 +296,48 @@ CONFIGS: dict[str, ModelConfig] = {
 }
 
 
+# ------------------------------------------------------------------ the tiny family
+TINY_VOCAB = 4096
+TINY_WINDOW = 256  # the short-context window (the real 16,384); YaRN x4 extends it to 1,024
+
+
+def _tiny(layers: int, hidden: int, ffn: int, tied: bool, child: bool = True) -> ModelConfig:
+    """The real family scaled down, same shape: depth 40:40:34:26 -> 8:8:7:5, hidden 1:1:0.8:0.6 of 320,
+    each model's own FFN/hidden ratio, 8 query / 2 KV heads of head_dim 32 in every size (so the query
+    width 256 sits between the tiny-3b and tiny-14b hidden sizes, as 4096 sits between 3072 and 5120)."""
+    rope = dict(yarn_factor=None, original_max_position_embeddings=None, llama_4_scaling_beta=None)
+    if child:
+        rope = dict(yarn_factor=4.0, original_max_position_embeddings=TINY_WINDOW, llama_4_scaling_beta=0.1)
+    return ModelConfig(
+        vocab_size=TINY_VOCAB,
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=tied,
+        rope_theta=10000.0,  # short windows: the classic base (the real family uses 1e6 / 1e9)
+        max_position_embeddings=4 * TINY_WINDOW if child else TINY_WINDOW,
+        **rope,
+    )
+
+
+TINY_CONFIGS: dict[str, ModelConfig] = {
+    "tiny-24b": _tiny(8, 320, 2048, tied=False, child=False),  # FFN/hidden 6.4 as 32768/5120
+    "tiny-14b": _tiny(8, 320, 1024, tied=False),  # 3.2 as 16384/5120
+    "tiny-8b": _tiny(7, 256, 896, tied=False),  # 3.5 as 14336/4096
+    "tiny-3b": _tiny(5, 192, 576, tied=True),  # 3.0 as 9216/3072, tied as the 3B
+}
+TINY_OF_REAL = dict(
+    zip(TINY_CONFIGS, ["mistral-small-3.1-24b", "ministral-3-14b", "ministral-3-8b", "ministral-3-3b"], strict=True)
+)
+
+
 def get_config(name: str) -> ModelConfig:
-    """A named configuration (``minimistral.CONFIGS``)."""
+    """A named configuration: the real family (``CONFIGS``) or the tiny one (``TINY_CONFIGS``)."""
+    known = CONFIGS | TINY_CONFIGS
     try:
-        return CONFIGS[name]
+        return known[name]
     except KeyError:
-        raise KeyError(f"unknown config {name!r}; known: {', '.join(CONFIGS)}") from None
+        raise KeyError(f"unknown config {name!r}; known: {', '.join(known)}") from None

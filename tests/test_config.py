@@ -73,3 +73,27 @@ def test_config_rejects_bad_values():
         ModelConfig(hidden_size=64.0)
     with pytest.raises(KeyError, match="known"):
         get_config("ministral-3-2b")
+
+
+def test_tiny_family_keeps_the_real_shape():
+    from minimistral.config import TINY_CONFIGS, TINY_OF_REAL
+
+    t, r = TINY_CONFIGS, CONFIGS
+    assert [c.num_hidden_layers for c in t.values()] == [8, 8, 7, 5]  # 40:40:34:26 rounded
+    for tiny_name, real_name in TINY_OF_REAL.items():
+        a, b = t[tiny_name], r[real_name]
+        assert a.hidden_size / t["tiny-24b"].hidden_size == b.hidden_size / r["mistral-small-3.1-24b"].hidden_size
+        assert a.intermediate_size / a.hidden_size == b.intermediate_size / b.hidden_size
+        assert a.num_attention_heads // a.num_key_value_heads == 4 and a.head_dim == 32
+        assert a.tie_word_embeddings == b.tie_word_embeddings and a.uses_yarn == b.uses_yarn
+        assert a.uses_temperature == b.uses_temperature
+    q_width = t["tiny-3b"].num_attention_heads * t["tiny-3b"].head_dim
+    assert t["tiny-3b"].hidden_size < q_width < t["tiny-14b"].hidden_size
+
+
+def test_params_cli_tiny_family(capsys):
+    from minimistral.cli import main
+
+    assert main(["params", "--family", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-3b" in out and "FFN/hidden" in out and "6.40 vs 6.40" in out

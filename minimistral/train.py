@@ -1,0 +1,406 @@
+"""The one training engine. Pretraining, distillation, SFT and RL all run through :class:`Trainer`.
+
+A stage supplies a model, data (anything with ``len()`` and ``batch(indices)``) and a
+loss function ``loss_fn(model, batch) -> {"loss": scalar, "tokens": int, ...}``; the
+engine supplies the rest:
+
+* AdamW, linear warmup then cosine decay, gradient clipping, gradient accumulation;
+* bf16 autocast on CUDA, fp32 elsewhere; device auto-detection (cuda, mps, cpu);
+* a tqdm bar (loss, tokens/s, ETA), periodic validation, metrics appended to JSONL;
+* checkpoints holding weights, optimizer, schedule, RNG, data position and step,
+  written to a temporary directory and renamed into place (never half-written);
+* exact resume: on CPU a run stopped and resumed ends with bitwise the same weights
+  as an uninterrupted run; Ctrl-C saves a checkpoint before exiting.
+
+Multi-GPU is an addition, not a rewrite: the sampler already shards micro-batches by
+``rank``/``world_size`` and only rank 0 logs and writes; wrapping the model for DDP or
+FSDP belongs in :meth:`Trainer.wrap_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from minimistral.hub import _atomic_write, save_pretrained
+from minimistral.model import Ministral3, default_device
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+CHECKPOINT = "checkpoint"
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot be resumed with the current settings; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation hyper-parameters. Fields above ``eval_every`` must match to resume a run."""
+
+    steps: int
+    batch_size: int = 16  # sequences per micro-batch (per process)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-3
+    min_lr: float = 3e-4  # end of the cosine
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or "fp32", "bf16"
+    # --- free to change between a run and its resumption ---
+    eval_every: int = 100
+    eval_batches: int = 8  # validation micro-batches per evaluation (a fixed set of windows)
+    ckpt_every: int = 100
+    log_every: int = 10
+
+    RESUMABLE_CHANGES = ("eval_every", "eval_batches", "ckpt_every", "log_every")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    r"""Learning rate at optimizer step ``step`` (0-based).
+
+    Warmup: $\eta_s = \eta\,(s+1)/W$ for $s < W$; then cosine
+    $\eta_s = \eta_{min} + \tfrac12(\eta - \eta_{min})(1 + \cos(\pi \tfrac{s - W}{S - W}))$.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----------------------------------------------------------------------------- data
+class Windows:
+    """Fixed-length token windows ``[n, seq + 1]``: inputs are ``[:, :-1]``, targets ``[:, 1:]``."""
+
+    def __init__(self, windows: torch.Tensor):
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return self.windows.shape[0]
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.windows[indices]
+
+
+class Sampler:
+    """Deterministic, stateless order of examples: micro-batch ``p`` is a pure function of ``p``.
+
+    The example stream is a fresh seeded permutation per epoch, concatenated; process
+    ``rank`` of ``world`` takes its own slice of every global micro-batch. Resuming needs
+    only the number of micro-batches consumed (the data position).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n < 1:
+            raise ValueError("the dataset is empty")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(self.n, generator=g))
+        return self._perm[1]
+
+    def indices(self, position: int) -> torch.Tensor:
+        """Example indices of micro-batch number ``position`` for this rank."""
+        start = (position * self.world + self.rank) * self.batch_size
+        out = []
+        while len(out) < self.batch_size:
+            epoch, offset = divmod(start + len(out), self.n)
+            take = min(self.batch_size - len(out), self.n - offset)
+            out.extend(self.permutation(epoch)[offset : offset + take].tolist())
+        return torch.tensor(out)
+
+
+def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> dict:
+    r"""Next-token cross-entropy $-\frac1N \sum_t \log p_\theta(x_{t+1} \mid x_{\le t})$ over a window batch."""
+    inputs, targets = batch[:, :-1], batch[:, 1:]  # [b, T]
+    logits = model(inputs)  # [b, T, vocab]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    return {"loss": loss, "tokens": targets.numel()}
+
+
+# ----------------------------------------------------------------------------- engine
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Runs ``cfg.steps`` optimizer steps of ``loss_fn`` over ``train_data``, resuming from ``out_dir``."""
+
+    def __init__(
+        self,
+        model: Ministral3,
+        cfg: TrainConfig,
+        train_data,
+        out_dir: str | os.PathLike,
+        val_data=None,
+        loss_fn: Callable[[torch.nn.Module, Any], dict] = lm_loss,
+        device: str | torch.device | None = None,
+        extra_files: dict[str, Path] | None = None,
+        desc: str = "train",
+    ):
+        self.cfg, self.loss_fn, self.desc = cfg, loss_fn, desc
+        self.out = Path(out_dir)
+        self.device = torch.device(device) if device else default_device()
+        self.rank, self.world = _dist_info()
+        self.model = model.to(self.device)
+        self.train_model = self.wrap_model(self.model)
+        self.train_data, self.val_data = train_data, val_data
+        self.sampler = Sampler(len(train_data), cfg.batch_size, cfg.seed, self.rank, self.world)
+        self.optimizer = self.build_optimizer()
+        self.extra_files = extra_files or {}
+        self.step = 0
+        self.tokens = 0
+
+    # --- pieces a later stage may override -------------------------------------------
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module that runs forward/backward (DDP/FSDP would wrap ``model`` here)."""
+        return model
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW; weight decay on matrices only (not on norm gains)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), foreach=True)
+
+    def autocast(self):
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # --- the loop ---------------------------------------------------------------------
+    def fit(self) -> list[dict]:
+        """Train to ``cfg.steps``, resuming from ``out_dir/checkpoint`` if present. Returns the metrics."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.checkpoint_dir() is not None:
+            self.resume()
+        self._trim_metrics()
+        main = self.rank == 0
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, disable=not main or None, unit="step")
+        window = [0.0, 0, 0, time.perf_counter()]  # loss sum, tokens, steps, start time since last log
+        try:
+            while self.step < self.cfg.steps:
+                loss, tokens = self.train_step()
+                window = [window[0] + loss, window[1] + tokens, window[2] + 1, window[3]]
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    elapsed = time.perf_counter() - window[3]
+                    record = {"step": self.step, "loss": window[0] / window[2], "lr": lr_at(self.step - 1, self.cfg)}
+                    record |= {"tokens": self.tokens, "tok_per_s": window[1] / max(elapsed, 1e-9)}
+                    self.log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tok_per_s']:.0f}")
+                    window = [0.0, 0, 0, time.perf_counter()]
+                if self.val_data is not None and self.step % self.cfg.eval_every == 0:
+                    self.log({"step": self.step, "val_loss": self.evaluate()})
+                if self.step % self.cfg.ckpt_every == 0 and self.step < self.cfg.steps:
+                    self.save()
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            if main:
+                self.save()
+                print(f"\ninterrupted: checkpoint at step {self.step} in {self.out / CHECKPOINT}; run again to resume")
+            raise
+        bar.close()
+        if self.val_data is not None and self.step % self.cfg.eval_every != 0:
+            self.log({"step": self.step, "val_loss": self.evaluate()})
+        self.save()
+        return self.metrics()
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss, tokens)."""
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.train_model.train()
+        total_loss, total_tokens = 0.0, 0
+        for micro in range(self.cfg.grad_accum):
+            position = self.step * self.cfg.grad_accum + micro  # the data position
+            batch = _to(self.train_data.batch(self.sampler.indices(position)), self.device)
+            with self.autocast():
+                out = self.loss_fn(self.train_model, batch)
+            (out["loss"] / self.cfg.grad_accum).backward()
+            total_loss += out["loss"].item() / self.cfg.grad_accum
+            total_tokens += out["tokens"]
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += total_tokens * self.world
+        return total_loss, total_tokens
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Token-weighted mean loss over a fixed set of validation micro-batches."""
+        self.train_model.eval()
+        n = min(len(self.val_data), self.cfg.eval_batches * self.cfg.batch_size)
+        loss_sum, tokens = 0.0, 0
+        for start in range(0, n, self.cfg.batch_size):
+            batch = _to(self.val_data.batch(torch.arange(start, min(n, start + self.cfg.batch_size))), self.device)
+            with self.autocast():
+                out = self.loss_fn(self.train_model, batch)
+            loss_sum += out["loss"].item() * out["tokens"]
+            tokens += out["tokens"]
+        return loss_sum / max(tokens, 1)
+
+    # --- metrics ----------------------------------------------------------------------
+    @property
+    def metrics_file(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def _trim_metrics(self) -> None:
+        """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+        if self.rank == 0 and self.metrics_file.exists():
+            kept = [json.dumps(r) + "\n" for r in self.metrics() if r["step"] <= self.step]
+            _atomic_write(self.metrics_file, "".join(kept).encode())
+
+    # --- checkpoints ------------------------------------------------------------------
+    def checkpoint_dir(self) -> Path | None:
+        """The latest complete checkpoint (``checkpoint/``, or ``checkpoint.old/`` after a crash mid-swap)."""
+        for name in (CHECKPOINT, CHECKPOINT + ".old"):
+            d = self.out / name
+            if (d / STATE_FILE).is_file():
+                return d
+        return None
+
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "data_position": self.step * self.cfg.grad_accum,  # micro-batches consumed
+            "lr_next": lr_at(self.step, self.cfg),
+            "train_config": dataclasses.asdict(self.cfg),
+            "model_config": self.model.config.to_hf_dict(),
+            "num_examples": len(self.train_data),
+            "world_size": self.world,
+        }
+
+    def save(self) -> Path:
+        """Write weights (HF format), optimizer, RNG and trainer state to a temp dir, then swap it in."""
+        if self.rank != 0:
+            return self.out / CHECKPOINT
+        final = self.out / CHECKPOINT
+        tmp = self.out / (CHECKPOINT + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_pretrained(self.model, tmp)
+        tensors = _flatten_optimizer(self.optimizer.state_dict())
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        _atomic_write(tmp / OPTIMIZER_FILE, tensors)
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
+        _atomic_write(tmp / STATE_FILE, json.dumps(self.state() | {"param_groups": groups}, indent=2).encode())
+        for name, src in self.extra_files.items():
+            shutil.copy2(src, tmp / name)
+        old = self.out / (CHECKPOINT + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def resume(self) -> None:
+        """Restore weights, optimizer, RNG and position from the latest checkpoint."""
+        d = self.checkpoint_dir()
+        state = json.loads((d / STATE_FILE).read_text())
+        self._check_compatible(state, d / STATE_FILE)
+        from minimistral.hub import read_tensors
+
+        with torch.no_grad():
+            params = dict(self.model.named_parameters())
+            for name, _, _, tensor in read_tensors(d):
+                if name in params:
+                    params[name].copy_(tensor)
+        tensors = load_file(d / OPTIMIZER_FILE)
+        torch.set_rng_state(tensors.pop("rng.cpu"))
+        cuda_rng = tensors.pop("rng.cuda", None)
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda_rng)
+        opt_state = _unflatten_optimizer(tensors, self.device)
+        opt_state["param_groups"] = [
+            g | {"params": ours["params"]}
+            for g, ours in zip(state["param_groups"], self.optimizer.state_dict()["param_groups"], strict=True)
+        ]
+        self.optimizer.load_state_dict(opt_state)
+        self.step, self.tokens = state["step"], state["tokens"]
+
+    def _check_compatible(self, state: dict, file: Path) -> None:
+        saved, now = state["train_config"], dataclasses.asdict(self.cfg)
+        for key in now:
+            if key not in TrainConfig.RESUMABLE_CHANGES and saved.get(key) != now[key]:
+                raise ResumeError(
+                    f"{file}: cannot resume: train config {key!r} was {saved.get(key)!r}, now {now[key]!r}"
+                )
+        model_now = self.model.config.to_hf_dict()
+        for key in model_now:
+            if state["model_config"].get(key) != model_now[key]:
+                raise ResumeError(
+                    f"{file}: cannot resume: model config {key!r} was {state['model_config'].get(key)!r}, "
+                    f"now {model_now[key]!r}"
+                )
+        for key, value in (("num_examples", len(self.train_data)), ("world_size", self.world)):
+            if state[key] != value:
+                raise ResumeError(f"{file}: cannot resume: {key} was {state[key]}, now {value} (different data?)")
+
+
+def _to(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _flatten_optimizer(state_dict: dict) -> dict[str, torch.Tensor]:
+    """{'state': {i: {'exp_avg': t, ...}}} -> {'state.i.exp_avg': t} (safetensors holds flat tensors only)."""
+    out = {}
+    for i, s in state_dict["state"].items():
+        for k, v in s.items():
+            out[f"state.{i}.{k}"] = v.detach().to("cpu").contiguous() if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], device) -> dict:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        _, i, k = name.split(".", 2)
+        state.setdefault(int(i), {})[k] = t if k == "step" else t.to(device)
+    return {"state": state}

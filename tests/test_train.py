@@ -1,0 +1,137 @@
+"""The training engine: schedule, sampler, exact resume, Ctrl-C, atomic checkpoints, config checks."""
+
+import json
+
+import pytest
+import torch
+
+import minimistral
+from minimistral import ModelConfig
+from minimistral.train import ResumeError, Sampler, TrainConfig, Trainer, Windows, lm_loss, lr_at
+
+CFG = ModelConfig(
+    vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=8, yarn_factor=None, llama_4_scaling_beta=None,
+    original_max_position_embeddings=None, max_position_embeddings=64,
+)  # fmt: skip
+
+
+def data(n=40, seq=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # a learnable pattern: each token is the previous one plus 1 (mod vocab), random starts
+    start = torch.randint(0, 97, (n, 1), generator=g)
+    return Windows((start + torch.arange(seq + 1)) % 97)
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    return minimistral.Ministral3(CFG)
+
+
+def trainer(tmp_path, steps=8, **kw):
+    cfg = TrainConfig(**({"steps": steps, "batch_size": 4, "grad_accum": 2, "lr": 1e-2, "warmup_steps": 2,
+                         "eval_every": 3, "ckpt_every": 3, "log_every": 2} | kw))  # fmt: skip
+    return Trainer(model(), cfg, data(), tmp_path, val_data=data(8, seed=1), device="cpu")
+
+
+def test_schedule_warms_up_then_decays_to_min():
+    cfg = TrainConfig(steps=100, lr=1.0, min_lr=0.1, warmup_steps=10)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_sampler_is_a_pure_function_of_position_and_covers_each_epoch():
+    s = Sampler(10, 4, seed=3)
+    first = torch.cat([s.indices(p) for p in range(5)])  # 20 = two epochs
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    assert torch.equal(Sampler(10, 4, seed=3).indices(3), s.indices(3))
+    ranks = [Sampler(10, 2, 3, rank=r, world=2).indices(0) for r in (0, 1)]
+    assert torch.equal(torch.cat(ranks), s.indices(0))  # two ranks split one global micro-batch
+
+
+def test_training_lowers_the_loss_and_logs(tmp_path):
+    t = trainer(tmp_path, steps=30, ckpt_every=100)
+    metrics = t.fit()
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    vals = [m["val_loss"] for m in metrics if "val_loss" in m]
+    assert losses[-1] < 0.5 * losses[0] and vals[-1] < vals[0]
+    assert metrics[-1]["step"] == 30 and t.tokens == 30 * 2 * 4 * 16
+
+
+def _params(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    straight = trainer(tmp_path / "a", steps=8)
+    straight.fit()
+    first = trainer(tmp_path / "b", steps=8)
+    # stop after 5 steps by raising KeyboardInterrupt from inside the loss (as Ctrl-C would)
+    calls = {"n": 0}
+
+    def interrupting_loss(m, batch):
+        calls["n"] += m.training  # count training micro-batches, not validation ones
+        if calls["n"] > 5 * 2:  # 5 steps x 2 micro-batches, then "Ctrl-C"
+            raise KeyboardInterrupt
+        return lm_loss(m, batch)
+
+    first.loss_fn = interrupting_loss
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 5 and state["data_position"] == 10
+    resumed = trainer(tmp_path / "b", steps=8)  # a new process would build exactly this
+    resumed.fit()
+    a, b = _params(straight.model), _params(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the metrics log reads as if the run had never stopped
+    steps_a = [m["step"] for m in straight.metrics()]
+    steps_b = [m["step"] for m in resumed.metrics()]
+    assert steps_a == steps_b
+
+
+def test_checkpoint_is_a_standard_checkpoint(tmp_path):
+    t = trainer(tmp_path, steps=3)
+    t.fit()
+    loaded = minimistral.from_pretrained(tmp_path / "checkpoint")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in t.model.state_dict().items())
+    assert not (tmp_path / "checkpoint.tmp").exists() and not (tmp_path / "checkpoint.old").exists()
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    t = trainer(tmp_path, steps=3)
+    t.fit()
+    before = (tmp_path / "checkpoint" / "trainer_state.json").read_text()
+    import minimistral.train as train_mod
+
+    def broken_save(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_mod, "save_pretrained", broken_save)
+    with pytest.raises(OSError):
+        t.save()
+    assert (tmp_path / "checkpoint" / "trainer_state.json").read_text() == before
+
+
+@pytest.mark.parametrize("change", [dict(batch_size=8), dict(lr=1e-3), dict(steps=9)])
+def test_resume_with_incompatible_config_is_a_clear_error(tmp_path, change):
+    trainer(tmp_path, steps=3).fit()
+    with pytest.raises(ResumeError, match=f"cannot resume: train config '{next(iter(change))}' was"):
+        trainer(tmp_path, steps=change.pop("steps", 3), **change).fit()
+
+
+def test_resume_with_a_different_model_is_a_clear_error(tmp_path):
+    trainer(tmp_path, steps=3).fit()
+    other = Trainer(minimistral.Ministral3(CFG.replace(intermediate_size=64)), TrainConfig(steps=3, batch_size=4,
+                    grad_accum=2, lr=1e-2, warmup_steps=2), data(), tmp_path, device="cpu")  # fmt: skip
+    with pytest.raises(ResumeError, match="model config 'intermediate_size' was 48, now 64"):
+        other.fit()
+
+
+def test_logging_frequencies_may_change_on_resume(tmp_path):
+    trainer(tmp_path, steps=3).fit()
+    t = trainer(tmp_path, steps=3, eval_every=1, log_every=1, ckpt_every=1)
+    t.fit()
+    assert t.step == 3
