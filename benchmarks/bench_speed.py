@@ -26,6 +26,15 @@ Metrics (all tokens/s, higher is better)
    call (the short prompt's prefill included), ``minimistral.generate`` against ``hf.generate``.
    Both outputs are checked to hold N new tokens, and compared token by token.
 
+Model-FLOPs utilisation (MFU)
+-----------------------------
+Achieved training FLOP/s over the fp32 matmul peak measured on the same machine in the same run
+(the best of square matmuls of several sizes). Training FLOPs per token are counted as
+``6 x (parameters of every matmul: attention, FFN, head; not the embedding lookup)`` plus causal
+attention ``6 x layers x q_width x seq / 2`` (QK^T and PV, forward and backward, only the unmasked
+half, which is what a causal kernel computes). Measured for the bench config above and for the
+pretraining workload (``tiny-24b`` at 16 x 256, what ``minimistral pretrain`` runs).
+
 Run ``python benchmarks/bench_speed.py`` (``--quick`` for a smoke run, ``--json PATH`` to save results).
 """
 
@@ -50,6 +59,7 @@ import minimistral
 from minimistral import Ministral3, ModelConfig
 
 TARGETS = {"training": 1.0, "prefill": None, "decode": 1.5}  # minimum ratio ours / transformers
+MFU_TARGET = 0.5
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -179,6 +189,41 @@ def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup) -> 
     return result
 
 
+def matmul_peak(sizes=(1024, 2048, 3072), repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of square matmuls ``n x n @ n x n`` (2 n^3 FLOPs each) on this machine."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def training_flops_per_token(cfg: ModelConfig, seq: int) -> float:
+    """6 x matmul parameters + causal attention 6 x layers x q_width x seq / 2 (see the module docstring)."""
+    q_width, kv_width = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    per_layer = cfg.hidden_size * (2 * q_width + 2 * kv_width) + 3 * cfg.hidden_size * cfg.intermediate_size
+    matmul_params = cfg.num_hidden_layers * per_layer + cfg.vocab_size * cfg.hidden_size  # + the head
+    return 6 * matmul_params + 6 * cfg.num_hidden_layers * q_width * seq / 2
+
+
+def bench_mfu(cfg: ModelConfig, batch: int, seq: int, repeats: int, warmup: int, seed: int, peak: float) -> dict:
+    """Training tokens/s of both sides on ``cfg`` and what fraction of the matmul peak that is."""
+    ours, theirs = build_models(cfg, seed)
+    r = bench_training(ours, theirs, cfg, batch, seq, repeats, warmup)
+    flops = training_flops_per_token(cfg, seq)
+    return r | {
+        "flops_per_token": flops,
+        "peak_flops": peak,
+        "mfu_ours": r["ours"] * flops / peak,
+        "mfu_theirs": r["theirs"] * flops / peak,
+    }
+
+
 def per_token(times: dict[str, list[float]], tokens: int) -> dict:
     """Median tokens/s per side and their ratio ours/theirs, plus the noise checks and the raw seconds."""
     ours, theirs = times["ours"], times["theirs"]
@@ -265,12 +310,35 @@ def main(argv=None) -> dict:
     detail = "" if match else f" (first difference at new token {results['decode']['first_mismatch']})"
     print(f"decode outputs identical: {match}{detail}")
 
+    results["mfu"] = mfu_section(cfg, sizes, repeats, args)
     report = {"environment": env, "shapes": {**sizes, "repeats": repeats}, "results": results}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=str)
         print(f"wrote {args.json}")
     return report
+
+
+def mfu_section(cfg: ModelConfig, sizes: dict, repeats: int, args) -> dict:
+    """MFU of the bench config and of the pretraining workload (tiny-24b, 16 x 256), printed as a table."""
+    from minimistral.config import TINY_CONFIGS
+
+    peak = matmul_peak(sizes=(512, 1024) if args.quick else (1024, 2048, 3072))
+    (tb, ts) = sizes["train"]
+    workloads = {f"bench config ({tb}x{ts})": (cfg, tb, ts)}
+    if not args.quick:
+        workloads["pretraining tiny-24b (16x256)"] = (TINY_CONFIGS["tiny-24b"].replace(eos_token_id=None), 16, 256)
+    out = {}
+    print(f"\nmatmul peak, fp32, {torch.get_num_threads()} threads: {peak / 1e9:,.0f} GFLOP/s")
+    header = f"{'training workload':<32} {'GFLOP/token':>11} {'minimistral':>12} {'transformers':>13}  target"
+    print(header + "\n" + "-" * len(header))
+    for name, (c, b, s) in workloads.items():
+        r = bench_mfu(c, b, s, max(3, repeats // 2), args.warmup, args.seed, peak)
+        out[name] = r
+        mfu = f"{r['mfu_ours']:>11.1%} {r['mfu_theirs']:>13.1%}"
+        print(f"{name:<32} {r['flops_per_token'] / 1e9:>11.3f} {mfu}  >={MFU_TARGET:.0%}")
+    print("MFU = training tokens/s x FLOPs/token / matmul peak (same machine, same run)")
+    return out
 
 
 if __name__ == "__main__":

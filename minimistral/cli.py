@@ -65,6 +65,15 @@ def cmd_convert(args) -> None:
     print(f"wrote {dst} ({model.config.to_hf_dict()['model_type']}, {model.num_parameters():,} parameters)")
 
 
+def cmd_pretrain(args) -> None:
+    from minimistral.pretrain import evaluate_parent, format_scores, pretrain, results_dir
+
+    checkpoint = pretrain(args.scale, out=args.out, device=args.device)
+    report = evaluate_parent(checkpoint, args.scale, device=args.device)
+    print(format_scores(report))
+    print(f"checkpoint: {checkpoint}\nresults: {results_dir(args.scale)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minimistral", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
     s.set_defaults(func=cmd_generate)
 
+    s = sub.add_parser("pretrain", help="pretrain the tiny parent (tiny-24b) on real text and math; resumes")
+    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    s.add_argument("--out", default=None, help="run directory (default runs/parent-<scale>)")
+    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.set_defaults(func=cmd_pretrain)
+
     s = sub.add_parser(
         "convert",
         help="rewrite a checkpoint as a text-only HF directory (mistral3 -> its language model; dtype; shards)",
@@ -97,14 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minimistral.data import DataError
     from minimistral.errors import CheckpointError
+    from minimistral.train import ResumeError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
         print(f"minimistral: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -11,6 +11,7 @@ import torch
 
 from minimistral.config import ModelConfig
 from minimistral.model import Ministral3, RMSNorm
+from minimistral.report import format_table
 
 GROUPS = ("embeddings", "attention", "ffn", "norms")
 
@@ -62,33 +63,4 @@ def params_table(configs: dict[str, ModelConfig]) -> str:
                 f"{count_parameters(c):,}",
             )
         )
-    return _format(rows)
-
-
-def _format(rows: list[tuple[str, ...]]) -> str:
-    """Columns padded to width; first column left-aligned, the rest right-aligned; a rule under the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
-RATIOS = {  # name -> f(config, parent config)
-    "depth/parent": lambda c, p: c.num_hidden_layers / p.num_hidden_layers,
-    "hidden/parent": lambda c, p: c.hidden_size / p.hidden_size,
-    "FFN/hidden": lambda c, p: c.intermediate_size / c.hidden_size,
-    "q width/hidden": lambda c, p: c.num_attention_heads * c.head_dim / c.hidden_size,
-}
-
-
-def family_ratios_table(tiny: dict[str, ModelConfig], real: dict[str, ModelConfig], pairs: dict[str, str]) -> str:
-    """Each tiny model's shape ratios next to those of the real model it stands for (parent first in ``pairs``)."""
-    tiny_parent, real_parent = next(iter(pairs.items()))
-    rows = [("tiny", "real", *RATIOS)]
-    for t, r in pairs.items():
-        cells = [f"{f(tiny[t], tiny[tiny_parent]):.2f} vs {f(real[r], real[real_parent]):.2f}" for f in RATIOS.values()]
-        rows.append((t, r, *cells))
-    return _format(rows)
+    return format_table(rows)

@@ -201,6 +201,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.checkpoint_dir() is not None:
             self.resume()
+            if self.step >= self.cfg.steps:
+                return self.metrics()  # already finished: nothing to redo
         self._trim_metrics()
         main = self.rank == 0
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, disable=not main or None, unit="step")
