@@ -23,7 +23,7 @@ from minimistral.rope import RotaryEmbedding, apply_rotary
 class RMSNorm(nn.Module):
     r"""Root-mean-square layer norm: $y = g \odot x / \sqrt{\mathrm{mean}(x^2) + \epsilon}$.
 
-    Normalised in fp32 and cast back before the gain, as transformers does.
+    Normalised in fp32 (fp64 stays fp64) and cast back before the gain, as transformers does.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -32,9 +32,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., dim]
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
 
 
 class KVCache:
