@@ -1,0 +1,196 @@
+"""Measuring the pruning heuristics on the real tiny parent (paper section 3.1; notebook 03).
+
+Everything here is *immediately after pruning*, before any distillation: the held-out
+loss of the pruned model, for every heuristic and its baselines under the same budget.
+
+* ``per_step_table``: each step of Algorithm 2 alone (layers, hidden, FFN) cut to the
+  size it has in each target (tiny-14b, tiny-8b, tiny-3b), one row per method;
+* ``full_table``: the whole Algorithm 2 to each target, the paper's choices against
+  the baselines;
+* ``ratio_curves``: loss against pruning ratio, one curve per method and dimension.
+
+Calibration batches come from the *training* split, losses from the held-out split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from minimistral.config import TINY_CONFIGS
+from minimistral.hub import _atomic_write
+from minimistral.model import Ministral3
+from minimistral.prune import (
+    FFN_SCORES,
+    HIDDEN_METHODS,
+    LAYER_SCORES,
+    mean_loss,
+    prune_ffn,
+    prune_hidden,
+    prune_layers,
+)
+
+TARGETS = ("tiny-14b", "tiny-8b", "tiny-3b")
+STEPS = {"layers": LAYER_SCORES, "hidden": HIDDEN_METHODS, "ffn": FFN_SCORES}
+PAPER = {"layers": "out/in", "hidden": "pca", "ffn": "activation"}  # the paper's pseudo-code
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Calibration windows (training split) and evaluation windows (held-out split), ``[n, T + 1]``."""
+
+    calib: list[torch.Tensor]  # batches of windows
+    val: list[torch.Tensor]
+
+
+def apply_step(model: Ministral3, data: StudyData, step: str, size: int, method: str) -> Ministral3:
+    """One step of Algorithm 2 with the given method; calibration on the inputs only (``[:, :-1]``)."""
+    calib = [w[:, :-1] for w in data.calib]
+    if step == "layers":
+        return prune_layers(model, data.calib if method == "counterfactual" else calib, size, score=method)
+    if step == "hidden":
+        return prune_hidden(model, calib, size, method=method)
+    return prune_ffn(model, calib, size, score=method)
+
+
+def target_sizes(parent: Ministral3, target: str) -> dict[str, int | None]:
+    """What each step cuts to for ``target`` (None: unchanged, as the FFN-only 24b -> 14b step)."""
+    t, p = TINY_CONFIGS[target], parent.config
+    return {
+        "layers": t.num_hidden_layers if t.num_hidden_layers != p.num_hidden_layers else None,
+        "hidden": t.hidden_size if t.hidden_size != p.hidden_size else None,
+        "ffn": t.intermediate_size if t.intermediate_size != p.intermediate_size else None,
+    }
+
+
+def per_step_table(parent: Ministral3, data: StudyData, targets=TARGETS) -> list[dict]:
+    """Loss after each single step at each target's size, for every method of that step."""
+    rows = []
+    jobs = [(t, s, size, m) for t in targets for s, size in target_sizes(parent, t).items() if size for m in STEPS[s]]
+    for target, step, size, method in tqdm(jobs, desc="per-step pruning"):
+        pruned = apply_step(parent, data, step, size, method)
+        rows.append(_row(target, step, size, method, pruned, parent, data))
+    return rows
+
+
+def full_table(parent: Ministral3, data: StudyData, targets=TARGETS) -> list[dict]:
+    """Algorithm 2 to each target: the paper's methods against weight magnitude and naive/random choices."""
+    recipes = {
+        "paper (out/in, pca, activation)": PAPER,
+        "paper, prose direction (in/out)": PAPER | {"layers": "in/out"},
+        "block influence + pca + activation": PAPER | {"layers": "block_influence"},
+        "weight magnitude everywhere": {"layers": "magnitude", "hidden": "magnitude", "ffn": "magnitude"},
+        "random / first channels / random": {"layers": "random", "hidden": "first", "ffn": "random"},
+    }
+    rows = []
+    for target in tqdm(targets, desc="Algorithm 2"):
+        for name, recipe in recipes.items():
+            model = parent
+            for step, size in target_sizes(parent, target).items():  # layers, hidden, FFN: the paper's order
+                if size:
+                    model = apply_step(model, data, step, size, recipe[step])
+            rows.append(_row(target, "all", None, name, model, parent, data))
+    return rows
+
+
+def ratio_grid(parent: Ministral3, points: int) -> dict[str, list[int]]:
+    """Sizes to sweep per dimension, from light to heavy pruning."""
+    c = parent.config
+    layers = list(range(c.num_hidden_layers - 1, 0, -1))
+    hidden = [round(c.hidden_size * (1 - f)) for f in torch.linspace(0.1, 0.7, points).tolist()]
+    ffn = [round(c.intermediate_size * (1 - f)) for f in torch.linspace(0.25, 0.94, points).tolist()]
+    return {"layers": layers[:points] if points < len(layers) else layers, "hidden": hidden, "ffn": ffn}
+
+
+def ratio_curves(parent: Ministral3, data: StudyData, points: int = 6) -> list[dict]:
+    """Held-out loss against the fraction of a dimension removed, per method."""
+    grid = ratio_grid(parent, points)
+    jobs = [(s, size, m) for s, sizes in grid.items() for size in sizes for m in STEPS[s]]
+    rows = []
+    for step, size, method in tqdm(jobs, desc="loss vs ratio"):
+        pruned = apply_step(parent, data, step, size, method)
+        rows.append(_row("sweep", step, size, method, pruned, parent, data))
+    return rows
+
+
+def _row(target, step, size, method, pruned: Ministral3, parent: Ministral3, data: StudyData) -> dict:
+    full = {"layers": parent.config.num_hidden_layers, "hidden": parent.config.hidden_size}
+    full["ffn"] = parent.config.intermediate_size
+    return {
+        "target": target,
+        "step": step,
+        "size": size,
+        "removed": None if size is None else 1 - size / full[step],
+        "method": method,
+        "params": pruned.num_parameters(),
+        "val_loss": mean_loss(pruned, data.val),
+    }
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Write rows atomically as CSV (floats to 5 significant digits)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: f"{v:.5g}" if isinstance(v, float) else v for k, v in r.items()})
+    _atomic_write(path, buf.getvalue().encode())
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- the study
+@dataclass(frozen=True)
+class StudyScale:
+    calib_windows: int  # training windows for calibration
+    val_per_source: int  # held-out windows per source for the loss
+    points: int  # sizes per dimension in the ratio sweep
+    batch_size: int = 16
+
+
+STUDY_SCALES = {"ci": StudyScale(calib_windows=8, val_per_source=4, points=2), "default": StudyScale(64, 32, 6)}
+
+
+def study_data(corpus, scale: StudyScale, seq_len: int = 256) -> StudyData:
+    """Calibration from evenly spaced *training* windows; evaluation from held-out windows of every source."""
+    from minimistral.data import windows
+    from minimistral.pretrain import validation_windows
+
+    train = windows(corpus.train, seq_len)
+    calib = train[torch.linspace(0, train.shape[0] - 1, scale.calib_windows).long()]
+    val = torch.cat(list(validation_windows(corpus, seq_len, scale.val_per_source).values()))
+    b = scale.batch_size
+    return StudyData(
+        [calib[i : i + b] for i in range(0, len(calib), b)], [val[i : i + b] for i in range(0, len(val), b)]
+    )
+
+
+def run_study(checkpoint: str | Path, scale: str = "default", out_dir: Path | None = None, device=None) -> dict:
+    """All three tables for the parent at ``checkpoint``, written as CSV to ``out_dir``; returns the rows."""
+    from minimistral.data import build_corpus
+    from minimistral.hub import from_pretrained
+    from minimistral.pretrain import results_dir
+
+    s = STUDY_SCALES[scale]
+    out_dir = Path(out_dir) if out_dir else results_dir(scale)
+    parent = from_pretrained(checkpoint, device=device)
+    data = study_data(build_corpus(), s)
+    baseline = {"target": "parent", "step": "none", "size": None, "removed": 0.0, "method": "unpruned"}
+    baseline |= {"params": parent.num_parameters(), "val_loss": mean_loss(parent, data.val)}
+    tables = {
+        "pruning_per_step": [baseline, *per_step_table(parent, data)],
+        "pruning_full": [baseline, *full_table(parent, data)],
+        "pruning_vs_ratio": [baseline, *ratio_curves(parent, data, s.points)],
+    }
+    for name, rows in tables.items():
+        write_csv(rows, out_dir / f"{name}.csv")
+    return tables
