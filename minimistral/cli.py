@@ -59,9 +59,7 @@ def cmd_convert(args) -> None:
     model = from_pretrained(src, dtype=DTYPES.get(args.dtype))
     shard = int(args.max_shard_size_mb * 2**20) if args.max_shard_size_mb else None
     save_pretrained(model, dst, max_shard_size=shard)
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file() and src.resolve() != dst.resolve():
-            shutil.copy2(src / name, dst / name)
+    _copy_tokenizer(src, dst)
     print(f"wrote {dst} ({model.config.to_hf_dict()['model_type']}, {model.num_parameters():,} parameters)")
 
 
@@ -72,6 +70,44 @@ def cmd_pretrain(args) -> None:
     report = evaluate_parent(checkpoint, args.scale, device=args.device)
     print(format_scores(report))
     print(f"checkpoint: {checkpoint}\nresults: {results_dir(args.scale)}")
+
+
+def cmd_prune(args) -> None:
+    from minimistral.hub import from_pretrained, load_config, save_pretrained
+    from minimistral.model import default_device
+    from minimistral.prune import calibration_batches, prune
+    from minimistral.tokenizer import load_tokenizer
+
+    load_config(args.checkpoint)  # fail fast on a wrong directory
+    tok = load_tokenizer(args.checkpoint)
+    batches = calibration_batches(tok, args.calib, args.calib_tokens, args.seq_len)
+    device = torch.device(args.device) if args.device else default_device()
+    model = from_pretrained(args.checkpoint, dtype=DTYPES.get(args.dtype), device=device)
+    before = model.num_parameters()
+    pruned = prune(model, batches, args.layers, args.hidden, args.ffn, layer_score=args.layer_score)
+    del model
+    save_pretrained(pruned, args.out)
+    _copy_tokenizer(Path(args.checkpoint), Path(args.out))
+    c = pruned.config
+    print(
+        f"pruned to {c.num_hidden_layers} layers, hidden {c.hidden_size}, FFN {c.intermediate_size}: "
+        f"{before:,} -> {pruned.num_parameters():,} parameters; wrote {args.out}"
+    )
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file() and src.resolve() != dst.resolve():
+            shutil.copy2(src / name, dst / name)
+
+
+def cmd_prune_study(args) -> None:
+    from minimistral.pretrain import results_dir, run_dir
+    from minimistral.prune_study import run_study
+
+    checkpoint = args.checkpoint or run_dir(args.scale) / "checkpoint"
+    run_study(checkpoint, args.scale, device=args.device)
+    print(f"wrote pruning_per_step.csv, pruning_full.csv, pruning_vs_ratio.csv to {results_dir(args.scale)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="run directory (default runs/parent-<scale>)")
     s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
     s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("prune", help="prune a checkpoint: layers, then hidden size, then FFN (paper Algorithm 2)")
+    s.add_argument("--checkpoint", required=True, help="any directory from_pretrained reads, with its tokenizer")
+    s.add_argument("--out", required=True)
+    s.add_argument("--layers", type=int, default=None, help="keep this many layers")
+    s.add_argument("--hidden", type=int, default=None, help="new hidden size (PCA rotation)")
+    s.add_argument("--ffn", type=int, default=None, help="new FFN width")
+    s.add_argument("--calib", default="mixture", help="shakespeare, milton, math, mixture, or a .txt file")
+    s.add_argument("--calib-tokens", type=int, default=32768)
+    s.add_argument("--seq-len", type=int, default=256)
+    s.add_argument("--layer-score", default="out/in", help="out/in, in/out, block_influence, counterfactual, ...")
+    s.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("prune-study", help="every pruning heuristic and baseline on the tiny parent, as CSV tables")
+    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    s.add_argument("--checkpoint", default=None, help="default: runs/parent-<scale>/checkpoint")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=cmd_prune_study)
 
     s = sub.add_parser(
         "convert",

@@ -182,3 +182,35 @@ def test_bad_arguments():
         prune_layers(m, batches(), 5)
     with pytest.raises(ValueError, match="no calibration batches"):
         prune_ffn(m, [], 10)
+
+
+def test_prune_cli_on_a_transformers_checkpoint(tmp_path, capsys):
+    """The whole command on a Hugging Face Mistral-family directory with its own tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from minimistral.cli import main
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {chr(32 + i): 3 + i for i in range(95)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    src = tmp_path / "hf"
+    torch.manual_seed(0)
+    hf_cfg = transformers.MistralConfig(
+        vocab_size=98, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=None,
+    )  # fmt: skip
+    transformers.MistralForCausalLM(hf_cfg).save_pretrained(src)
+    tok.save(str(src / "tokenizer.json"))
+    calib = tmp_path / "calib.txt"
+    calib.write_text("It was the best of times, it was the worst of times. " * 40)
+    argv = ["prune", "--checkpoint", str(src), "--out", str(tmp_path / "out"), "--layers", "3", "--hidden", "32",
+            "--ffn", "64", "--calib", str(calib), "--calib-tokens", "1024", "--seq-len", "64"]  # fmt: skip
+    assert main(argv) == 0
+    assert "pruned to 3 layers, hidden 32, FFN 64" in capsys.readouterr().out
+    out = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert out.config.num_hidden_layers == 3 and out.config.hidden_size == 32
+    assert (tmp_path / "out" / "tokenizer.json").exists()
+    bad = ["prune", "--checkpoint", str(src), "--out", str(tmp_path / "o2"), "--calib", "poetry"]
+    assert main(bad) == 2
+    assert "--calib 'poetry': not a file" in capsys.readouterr().err
