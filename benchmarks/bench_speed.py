@@ -53,7 +53,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import Ministral3Config, Ministral3ForCausalLM
 
 import minimistral
 from minimistral import Ministral3, ModelConfig
@@ -104,12 +103,13 @@ def shapes(quick: bool) -> dict:
     return {"train": (8, 256), "prefill": (1, 512), "prompt": 16, "new_tokens": 128, "repeats": 9}
 
 
-def build_models(cfg: ModelConfig, seed: int) -> tuple[Ministral3, Ministral3ForCausalLM]:
+def build_models(cfg: ModelConfig, seed: int) -> tuple[Ministral3, torch.nn.Module]:
     """Our model under ``seed`` and transformers' with the very same weights."""
     torch.manual_seed(seed)
     ours = Ministral3(cfg).float()
-    hf_config = Ministral3Config(**cfg.to_hf_dict())
-    theirs = Ministral3ForCausalLM(hf_config).float()
+    fields = cfg.to_hf_dict()  # ministral3 with the temperature, else mistral (the plain-RoPE parent)
+    hf_config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
+    theirs = transformers.AutoModelForCausalLM.from_config(hf_config).float()
     theirs.load_state_dict(ours.state_dict(), strict=True)
     return ours.eval(), theirs.eval()
 

@@ -24,6 +24,8 @@ from minimistral.errors import CheckpointError
 from minimistral.model import Ministral3
 
 log = logging.getLogger("minimistral")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -215,6 +217,7 @@ def _atomic_write(file: Path, content: bytes | dict) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``file``."""
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
     try:
         if isinstance(content, dict):
             save_file(content, tmp, metadata={"format": "pt"})

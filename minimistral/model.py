@@ -198,10 +198,13 @@ class Ministral3(nn.Module):
             self.init_weights()
 
     def init_weights(self, std: float = 0.02) -> None:
-        """N(0, std) for every matrix, ones for norm gains (transformers' initialisation)."""
-        for m in self.modules():
+        """N(0, std) for every matrix, ones for norm gains (transformers' initialisation), except
+        the two writers of the residual stream per block (``o_proj``, ``down_proj``): N(0, std / sqrt(2L)),
+        so the stream's variance does not grow with depth (GPT-2's scaled initialisation)."""
+        writer_std = std / (2 * self.config.num_hidden_layers) ** 0.5
+        for name, m in self.named_modules():
             if isinstance(m, nn.Linear | nn.Embedding):
-                nn.init.normal_(m.weight, std=std)
+                nn.init.normal_(m.weight, std=writer_std if name.endswith(("o_proj", "down_proj")) else std)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
 

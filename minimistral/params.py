@@ -64,3 +64,22 @@ def params_table(configs: dict[str, ModelConfig]) -> str:
             )
         )
     return format_table(rows)
+
+
+RATIOS = {  # name -> f(config, parent config)
+    "depth/parent": lambda c, p: c.num_hidden_layers / p.num_hidden_layers,
+    "hidden/parent": lambda c, p: c.hidden_size / p.hidden_size,
+    "FFN/hidden": lambda c, p: c.intermediate_size / c.hidden_size,
+    "q width/hidden": lambda c, p: c.num_attention_heads * c.head_dim / c.hidden_size,
+    "params/parent": lambda c, p: count_parameters(c) / count_parameters(p),
+}
+
+
+def family_ratios_table(tiny: dict[str, ModelConfig], real: dict[str, ModelConfig], pairs: dict[str, str]) -> str:
+    """Each tiny model's shape ratios next to those of the real model it stands for (parent first in ``pairs``)."""
+    tiny_parent, real_parent = next(iter(pairs.items()))
+    rows = [("tiny", "real", *RATIOS)]
+    for t, r in pairs.items():
+        cells = [f"{f(tiny[t], tiny[tiny_parent]):.2f} vs {f(real[r], real[real_parent]):.2f}" for f in RATIOS.values()]
+        rows.append((t, r, *cells))
+    return format_table(rows, left=2)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from minimistral.config import TINY_CONFIGS
 from minimistral.data import Corpus, build_corpus, math_prompt, windows
@@ -40,9 +41,9 @@ class Scale:
     steps: int
     batch_size: int = 16
     seq_len: int = 256
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 30
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 40
     eval_every: int = 50
     ckpt_every: int = 50
     eval_windows: int | None = None  # per source in the final report; None = the whole validation split
@@ -51,7 +52,7 @@ class Scale:
 
 SCALES = {
     "ci": Scale(steps=40, warmup_steps=10, eval_every=20, ckpt_every=20, eval_windows=24, sample_tokens=24),
-    "default": Scale(steps=420),  # 420 x 16 x 256 = 1.72M tokens, ~0.8 epoch of the training split
+    "default": Scale(steps=600),  # 600 x 16 x 256 = 2.46M tokens, ~1.1 epochs of the training split
 }
 
 
@@ -103,7 +104,9 @@ def pretrain(scale: str = "default", out: str | Path | None = None, device=None,
         ckpt_every=s.ckpt_every,
         eval_batches=4,
     )
-    val = torch.cat(list(validation_windows(corpus, s.seq_len, per_source=32).values()))  # periodic validation
+    # periodic validation: the first eval_batches x batch_size windows, interleaved so every source is in them
+    per_source = validation_windows(corpus, s.seq_len, per_source=4 * s.batch_size // len(corpus.val) + 1)
+    val = rearrange(torch.stack(list(per_source.values())), "source n t -> (n source) t")
     trainer = Trainer(
         model,
         cfg,
@@ -128,9 +131,11 @@ def samples(model: Ministral3, corpus: Corpus, max_new_tokens: int, seed: int = 
     first_math = val[list(val["source"]).index("math")]["question"]
     prompts = [*SAMPLE_PROMPTS, math_prompt(first_math)]
     out = []
-    for prompt in prompts:
+    for i, prompt in enumerate(prompts):
         ids = torch.tensor([[corpus.bos_id, *tok.encode(prompt).ids]])
-        new = generate(model, ids, max_new_tokens, temperature=0.8, top_p=0.95, seed=seed, eos_token_id=corpus.eos_id)
+        new = generate(
+            model, ids, max_new_tokens, temperature=0.8, top_p=0.95, seed=seed + i, eos_token_id=corpus.eos_id
+        )
         out.append({"prompt": prompt, "continuation": tok.decode(new[0, ids.shape[1] :].tolist())})
     return out
 
