@@ -268,23 +268,31 @@ def _check_type(name: str, value, annotation: str) -> None:
         raise TypeError(f"{name} must be {names}, got {value!r}")
 
 
-# ------------------------------------------------------------------ the real family
-def _real(layers, hidden, ffn, tied, theta, yarn=True) -> ModelConfig:
-    child = dict(yarn_factor=16.0, original_max_position_embeddings=16384, llama_4_scaling_beta=0.1)
-    parent = dict(yarn_factor=None, original_max_position_embeddings=None, llama_4_scaling_beta=None)
+# ------------------------------------------------------------------ the two families
+PLAIN_ROPE = dict(yarn_factor=None, original_max_position_embeddings=None, llama_4_scaling_beta=None)
+
+
+def _member(heads: tuple[int, int, int], vocab: int, theta: float, rope: dict, max_len: int, **shape) -> ModelConfig:
+    """One model of a family: (q heads, kv heads, head_dim), vocabulary, RoPE settings and its own shape."""
+    q, kv, head_dim = heads
     return ModelConfig(
-        vocab_size=131072,
-        hidden_size=hidden,
-        intermediate_size=ffn,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=tied,
+        vocab_size=vocab,
+        num_attention_heads=q,
+        num_key_value_heads=kv,
+        head_dim=head_dim,
         rope_theta=theta,
-        max_position_embeddings=262144 if yarn else 131072,
-        **(child if yarn else parent),
+        max_position_embeddings=max_len,
+        **rope,
+        **shape,
     )
+
+
+def _real(layers: int, hidden: int, ffn: int, tied: bool, theta: float, yarn: bool = True) -> ModelConfig:
+    child = dict(yarn_factor=16.0, original_max_position_embeddings=16384, llama_4_scaling_beta=0.1)
+    return _member(
+        (32, 8, 128), 131072, theta, child if yarn else PLAIN_ROPE, 262144 if yarn else 131072,
+        num_hidden_layers=layers, hidden_size=hidden, intermediate_size=ffn, tie_word_embeddings=tied,
+    )  # fmt: skip
 
 
 # FACTS.md section 1 / paper Table 1; rope values from the released configs.
@@ -295,8 +303,6 @@ CONFIGS: dict[str, ModelConfig] = {
     "mistral-small-3.1-24b": _real(40, 5120, 32768, False, 1e9, yarn=False),
 }
 
-
-# ------------------------------------------------------------------ the tiny family
 TINY_VOCAB = 4096
 TINY_WINDOW = 256  # the short-context window (the real 16,384); YaRN x4 extends it to 1,024
 
@@ -304,23 +310,13 @@ TINY_WINDOW = 256  # the short-context window (the real 16,384); YaRN x4 extends
 def _tiny(layers: int, hidden: int, ffn: int, tied: bool, child: bool = True) -> ModelConfig:
     """The real family scaled down, same shape: depth 40:40:34:26 -> 8:8:7:5, hidden 1:1:0.8:0.6 of 320,
     each model's own FFN/hidden ratio, 8 query / 2 KV heads of head_dim 32 in every size (so the query
-    width 256 sits between the tiny-3b and tiny-14b hidden sizes, as 4096 sits between 3072 and 5120)."""
-    rope = dict(yarn_factor=None, original_max_position_embeddings=None, llama_4_scaling_beta=None)
-    if child:
-        rope = dict(yarn_factor=4.0, original_max_position_embeddings=TINY_WINDOW, llama_4_scaling_beta=0.1)
-    return ModelConfig(
-        vocab_size=TINY_VOCAB,
-        hidden_size=hidden,
-        intermediate_size=ffn,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        head_dim=32,
-        tie_word_embeddings=tied,
-        rope_theta=10000.0,  # short windows: the classic base (the real family uses 1e6 / 1e9)
-        max_position_embeddings=4 * TINY_WINDOW if child else TINY_WINDOW,
-        **rope,
-    )
+    width 256 sits between the tiny-3b and tiny-14b hidden sizes, as 4096 sits between 3072 and 5120).
+    rope_theta 1e4, the classic base for short windows (the real family uses 1e6 / 1e9)."""
+    yarn = dict(yarn_factor=4.0, original_max_position_embeddings=TINY_WINDOW, llama_4_scaling_beta=0.1)
+    return _member(
+        (8, 2, 32), TINY_VOCAB, 10000.0, yarn if child else PLAIN_ROPE, 4 * TINY_WINDOW if child else TINY_WINDOW,
+        num_hidden_layers=layers, hidden_size=hidden, intermediate_size=ffn, tie_word_embeddings=tied,
+    )  # fmt: skip
 
 
 TINY_CONFIGS: dict[str, ModelConfig] = {
