@@ -281,7 +281,7 @@ def prune_hidden(
     untied, which is exact. With ``True`` (``None`` on a tied model) the head stays the
     rotated embedding and the final gain is replaced by the diagonal of its rotated form,
     $\mathrm{diag}(Q^\top \mathrm{diag}(g_f) Q)$: exact when $g_f$ is uniform, an
-    approximation otherwise (``untied_head_error`` measures it).
+    approximation otherwise (``tests/test_prune.py`` measures the price).
     """
     if method not in HIDDEN_METHODS:
         raise ValueError(f"unknown hidden method {method!r}; choose from {', '.join(HIDDEN_METHODS)}")
