@@ -87,8 +87,17 @@ def validation_windows(corpus: Corpus, seq_len: int, per_source: int | None = No
     return out
 
 
-def pretrain(scale: str = "default", out: str | Path | None = None, device=None, corpus: Corpus | None = None) -> Path:
-    """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir."""
+def pretrain(
+    scale: str = "default",
+    out: str | Path | None = None,
+    device=None,
+    corpus: Corpus | None = None,
+    compile: bool = False,
+) -> Path:
+    """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir.
+
+    ``compile``: run the engine under ``torch.compile`` with the fused AdamW (``TrainConfig.compile``).
+    """
     s = get_scale(scale)
     out = Path(out) if out else run_dir(scale)
     corpus = corpus or build_corpus()
@@ -103,6 +112,7 @@ def pretrain(scale: str = "default", out: str | Path | None = None, device=None,
         eval_every=s.eval_every,
         ckpt_every=s.ckpt_every,
         eval_batches=4,
+        compile=compile,
     )
     # periodic validation: the first eval_batches x batch_size windows, interleaved so every source is in them
     per_source = validation_windows(corpus, s.seq_len, per_source=4 * s.batch_size // len(corpus.val) + 1)
