@@ -1,8 +1,10 @@
 """The one training engine. Pretraining, distillation, SFT and RL all run through :class:`Trainer`.
 
 A stage supplies a model, data (anything with ``len()`` and ``batch(indices)``) and a
-loss function ``loss_fn(model, batch) -> {"loss": scalar, "tokens": int, ...}``; the
-engine supplies the rest:
+loss function ``loss_fn(model, batch) -> {"loss": scalar, "tokens": int, ...}`` (any other
+scalar it returns, e.g. a distillation stage's next-token loss, is averaged and logged
+beside the loss), optionally a different ``val_loss_fn`` for validation; the engine
+supplies the rest:
 
 * AdamW, linear warmup then cosine decay, gradient clipping, gradient accumulation;
 * bf16 autocast on CUDA, fp32 elsewhere; device auto-detection (cuda, mps, cpu);
@@ -162,10 +164,12 @@ class Trainer:
         val_data=None,
         loss_fn: Callable[[torch.nn.Module, Any], dict] = lm_loss,
         device: str | torch.device | None = None,
+        val_loss_fn: Callable[[torch.nn.Module, Any], dict] | None = None,
         extra_files: dict[str, Path] | None = None,
         desc: str = "train",
     ):
         self.cfg, self.loss_fn, self.desc = cfg, loss_fn, desc
+        self.val_loss_fn = val_loss_fn
         self.out = Path(out_dir)
         self.device = torch.device(device) if device else default_device()
         self.rank, self.world = _dist_info()
@@ -212,18 +216,16 @@ class Trainer:
         self._trim_metrics()
         main = self.rank == 0
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, disable=not main or None, unit="step")
-        window = [0.0, 0, 0, time.perf_counter()]  # loss sum, tokens, steps, start time since last log
+        window = _Window()  # sums since the last log line
         try:
             while self.step < self.cfg.steps:
-                loss, tokens = self.train_step()
-                window = [window[0] + loss, window[1] + tokens, window[2] + 1, window[3]]
+                window.add(*self.train_step())
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                    elapsed = time.perf_counter() - window[3]
-                    record = {"step": self.step, "loss": window[0] / window[2], "lr": lr_at(self.step - 1, self.cfg)}
-                    record |= {"tokens": self.tokens, "tok_per_s": window[1] / max(elapsed, 1e-9)}
+                    record = {"step": self.step, **window.means(), "lr": lr_at(self.step - 1, self.cfg)}
+                    record |= {"tokens": self.tokens, "tok_per_s": window.tokens / max(window.elapsed(), 1e-9)}
                     self.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tok_per_s']:.0f}")
-                    window = [0.0, 0, 0, time.perf_counter()]
+                    window = _Window()
                 if self.val_data is not None and self.step % self.cfg.eval_every == 0:
                     self.log({"step": self.step, "val_loss": self.evaluate()})
                 if self.step % self.cfg.ckpt_every == 0 and self.step < self.cfg.steps:
@@ -241,20 +243,22 @@ class Trainer:
         self.save()
         return self.metrics()
 
-    def train_step(self) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss, tokens)."""
+    def train_step(self) -> tuple[dict[str, float], int]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss and extra scalars, tokens)."""
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.train_model.train()
-        total_loss, total_tokens = 0.0, 0
+        totals: dict[str, float] = {}
+        total_tokens = 0
         for micro in range(self.cfg.grad_accum):
             position = self.step * self.cfg.grad_accum + micro  # the data position
             batch = _to(self.train_data.batch(self.sampler.indices(position)), self.device)
             with self.autocast():
                 out = self.loss_fn(self.train_model, batch)
             (out["loss"] / self.cfg.grad_accum).backward()
-            total_loss += out["loss"].item() / self.cfg.grad_accum
+            for key, value in _scalars(out).items():
+                totals[key] = totals.get(key, 0.0) + value / self.cfg.grad_accum
             total_tokens += out["tokens"]
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -262,18 +266,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += total_tokens * self.world
-        return total_loss, total_tokens
+        return totals, total_tokens
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Token-weighted mean loss over a fixed set of validation micro-batches."""
+        """Token-weighted mean of ``val_loss_fn`` (default: the training loss) over fixed validation micro-batches."""
         self.train_model.eval()
+        loss_fn = self.val_loss_fn or self.loss_fn
         n = min(len(self.val_data), self.cfg.eval_batches * self.cfg.batch_size)
         loss_sum, tokens = 0.0, 0
         for start in range(0, n, self.cfg.batch_size):
             batch = _to(self.val_data.batch(torch.arange(start, min(n, start + self.cfg.batch_size))), self.device)
             with self.autocast():
-                out = self.loss_fn(self.train_model, batch)
+                out = loss_fn(self.train_model, batch)
             loss_sum += out["loss"].item() * out["tokens"]
             tokens += out["tokens"]
         return loss_sum / max(tokens, 1)
@@ -387,6 +392,34 @@ class Trainer:
         for key, value in (("num_examples", len(self.train_data)), ("world_size", self.world)):
             if state[key] != value:
                 raise ResumeError(f"{file}: cannot resume: {key} was {state[key]}, now {value} (different data?)")
+
+
+def _scalars(out: dict) -> dict[str, float]:
+    """The loss and every other scalar a loss function returned (not "tokens"), as floats."""
+    return {
+        k: float(v.detach()) if torch.is_tensor(v) else float(v)
+        for k, v in out.items()
+        if k != "tokens" and (isinstance(v, int | float) or (torch.is_tensor(v) and v.numel() == 1))
+    }
+
+
+class _Window:
+    """Running sums of the logged scalars between two log lines."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.steps, self.tokens, self.start = 0, 0, time.perf_counter()
+
+    def add(self, scalars: dict[str, float], tokens: int) -> None:
+        for key, value in scalars.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps, self.tokens = self.steps + 1, self.tokens + tokens
+
+    def means(self) -> dict[str, float]:
+        return {key: value / self.steps for key, value in self.sums.items()}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def _to(batch, device):

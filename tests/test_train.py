@@ -148,3 +148,22 @@ def test_compiled_engine_matches_eager_and_saves_plain_weights(tmp_path):
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     loaded = minimistral.from_pretrained(tmp_path / "compiled" / "checkpoint")  # no "_orig_mod." prefixes
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in compiled_trainer.model.state_dict().items())
+
+
+def test_extra_scalars_are_logged_and_validation_may_use_another_loss(tmp_path):
+    def loss_with_extra(m, batch):
+        out = lm_loss(m, batch)
+        return out | {"twice": 2 * out["loss"].detach()}
+
+    def doubled_val(m, batch):
+        out = lm_loss(m, batch)
+        return out | {"loss": 2 * out["loss"]}
+
+    t = trainer(tmp_path, steps=4, ckpt_every=100, log_every=1, eval_every=4)
+    t.loss_fn, t.val_loss_fn = loss_with_extra, doubled_val
+    metrics = t.fit()
+    logged = [m for m in metrics if "loss" in m]
+    assert all(m["twice"] == pytest.approx(2 * m["loss"], rel=1e-6) for m in logged)
+    val = [m["val_loss"] for m in metrics if "val_loss" in m][-1]
+    t.val_loss_fn = None  # validation falls back to the training loss
+    assert val == pytest.approx(2 * t.evaluate(), rel=1e-6)
