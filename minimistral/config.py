@@ -3,6 +3,8 @@
 Paper section 2 (architecture, Table 1). One flat dataclass describes both the
 children (Ministral 3: YaRN + position-based softmax temperature) and the parent
 (Mistral Small 3.1: plain RoPE, ``yarn_factor=None``, ``llama_4_scaling_beta=None``).
+``linear_factor`` selects plain position interpolation instead of YaRN (Chen et al. 2023),
+the baseline the long-context notebook compares YaRN against; no released model uses it.
 
 ``from_hf_dict`` / ``to_hf_dict`` translate to and from a Hugging Face ``config.json``
 (``model_type`` ``ministral3``, ``mistral``, or the text part of ``mistral3``).
@@ -41,6 +43,8 @@ class ModelConfig:
     mscale_all_dim: float | None = 1.0
     attention_factor: float | None = None  # explicit YaRN cos/sin scale; derived when None
     yarn_truncate: bool = True  # round the YaRN correction range outward (transformers default)
+    # --- linear position interpolation (Chen et al. 2023): omega_i / s for every channel ----
+    linear_factor: float | None = None  # s; exclusive with yarn_factor; a baseline, not in Ministral 3
     # --- position-based softmax temperature; None switches it off ----------------------
     llama_4_scaling_beta: float | None = 0.1
     # --- Mistral-family option absent from Ministral 3 (None = full causal attention) --
@@ -60,6 +64,10 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if self.linear_factor is not None and self.yarn_factor is not None:
+            raise ValueError("linear_factor and yarn_factor are exclusive: choose one position scaling")
+        if self.linear_factor is not None and self.linear_factor <= 0:
+            raise ValueError(f"linear_factor must be > 0, got {self.linear_factor}")
         needs_window = self.yarn_factor is not None or self.llama_4_scaling_beta is not None
         if needs_window and not self.original_max_position_embeddings:
             raise ValueError("YaRN and the softmax temperature need original_max_position_embeddings")
@@ -72,6 +80,10 @@ class ModelConfig:
     @property
     def uses_yarn(self) -> bool:
         return self.yarn_factor is not None
+
+    @property
+    def uses_linear(self) -> bool:
+        return self.linear_factor is not None
 
     @property
     def uses_temperature(self) -> bool:
@@ -102,6 +114,8 @@ class ModelConfig:
             )
             if self.attention_factor is not None:
                 rope["attention_factor"] = float(self.attention_factor)
+        if self.uses_linear:
+            rope.update(rope_type="linear", factor=float(self.linear_factor))
         if self.uses_temperature:
             rope["llama_4_scaling_beta"] = float(self.llama_4_scaling_beta)
             rope["original_max_position_embeddings"] = self.original_max_position_embeddings
@@ -180,7 +194,7 @@ def _parse_text_config(cls, cfg: dict, model_type: str, source: str) -> ModelCon
     if theta is None:
         raise CheckpointError(f"{source}: missing key 'rope_parameters.rope_theta'")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "yarn"):
+    if rope_type not in ("default", "yarn", "linear"):
         raise CheckpointError(f"{source}: unsupported rope_parameters.rope_type {rope_type!r}")
     if rope.get("partial_rotary_factor", 1.0) != 1.0:
         raise CheckpointError(f"{source}: partial_rotary_factor != 1 is not supported")
@@ -207,6 +221,7 @@ def _parse_text_config(cls, cfg: dict, model_type: str, source: str) -> ModelCon
         "mscale_all_dim": rope.get("mscale_all_dim"),
         "attention_factor": rope.get("attention_factor"),
         "yarn_truncate": rope.get("truncate", True),
+        "linear_factor": rope.get("factor") if rope_type == "linear" else None,
         "llama_4_scaling_beta": beta,
         "sliding_window": cfg.get("sliding_window", defaults["sliding_window"]),
         "bos_token_id": cfg.get("bos_token_id"),
@@ -216,7 +231,9 @@ def _parse_text_config(cls, cfg: dict, model_type: str, source: str) -> ModelCon
     if rope_type != "yarn":  # YaRN-only knobs keep their defaults: they change nothing here
         for key in YARN_ONLY:
             values[key] = getattr(cls, key)
-    elif values["yarn_factor"] is None:
+    if rope_type == "linear" and values["linear_factor"] is None:
+        raise CheckpointError(f"{source}: missing key 'rope_parameters.factor' (rope_type 'linear')")
+    if rope_type == "yarn" and values["yarn_factor"] is None:
         values["yarn_factor"] = values["max_position_embeddings"] / values["original_max_position_embeddings"]
     for f in fields(cls):
         spec = _annotation(f.type)

@@ -49,7 +49,9 @@ def params_table(configs: dict[str, ModelConfig]) -> str:
     """A plain-text table of shapes and exact parameter counts (``minimistral params``)."""
     rows = [("model", "layers", "hidden", "FFN", "q/kv heads", "head_dim", "tied", "rope", "LM params")]
     for name, c in configs.items():
-        rope = f"yarn x{c.yarn_factor:g}" if c.uses_yarn else "plain"
+        rope = (
+            f"yarn x{c.yarn_factor:g}" if c.uses_yarn else f"linear x{c.linear_factor:g}" if c.uses_linear else "plain"
+        )
         rows.append(
             (
                 name,

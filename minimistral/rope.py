@@ -75,13 +75,17 @@ def yarn_attention_factor(cfg: ModelConfig) -> float:
 
 
 def inverse_frequencies(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
-    r"""RoPE (or YaRN) inverse frequencies ``[head_dim/2]`` and the cos/sin scale.
+    r"""RoPE (or YaRN, or linear interpolation) inverse frequencies ``[head_dim/2]`` and the cos/sin scale.
 
     YaRN blends, per channel pair, the original frequency (extrapolation, fast
     channels) with the frequency divided by the factor $s$ (interpolation, slow
     channels): $\omega'_i = \omega_i / s \cdot r_i + \omega_i (1 - r_i)$ with the ramp $r$.
+    Linear position interpolation (Chen et al. 2023, the baseline YaRN improves on) divides
+    every channel: $\omega'_i = \omega_i / s$, i.e. position $p$ is read as $p / s$; scale 1.
     """
     omega = rope_frequencies(cfg.head_dim, cfg.rope_theta)
+    if cfg.uses_linear:
+        return omega / cfg.linear_factor, 1.0  # transformers' `inv_freq /= factor`, same rounding
     if not cfg.uses_yarn:
         return omega, 1.0
     # written as transformers writes it, so the float32 rounding is identical
