@@ -75,23 +75,40 @@ def cmd_pretrain(args) -> None:
 def cmd_prune(args) -> None:
     from minimistral.hub import from_pretrained, load_config, save_pretrained
     from minimistral.model import default_device
-    from minimistral.prune import calibration_batches, prune
+    from minimistral.params import count_parameters
+    from minimistral.prune import PER_SITE_GAIN, calibration_batches, prune
+    from minimistral.prune_streaming import CheckpointReader, available_memory, prune_checkpoint, should_stream
     from minimistral.tokenizer import load_tokenizer
 
     load_config(args.checkpoint)  # fail fast on a wrong directory
     tok = load_tokenizer(args.checkpoint)
     batches = calibration_batches(tok, args.calib, args.calib_tokens, args.seq_len)
     device = torch.device(args.device) if args.device else default_device()
-    model = from_pretrained(args.checkpoint, dtype=DTYPES.get(args.dtype), device=device)
-    before = model.num_parameters()
-    pruned = prune(model, batches, args.layers, args.hidden, args.ffn, layer_score=args.layer_score)
-    del model
-    save_pretrained(pruned, args.out)
+    dtype = DTYPES.get(args.dtype)
+    shape = {"num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": args.ffn}
+    options = {
+        "layer_score": args.layer_score,
+        "tie_word_embeddings": args.tie,
+        "per_site_gain": PER_SITE_GAIN if args.per_site_gain is None else args.per_site_gain,
+    }
+    stream = args.low_memory
+    if stream is None:  # automatic: stream when the in-memory path's peak would not fit (should_stream)
+        stream = should_stream(CheckpointReader(args.checkpoint, dtype).weight_bytes(), available_memory())
+    if stream:
+        before = count_parameters(load_config(args.checkpoint))
+        c = prune_checkpoint(args.checkpoint, args.out, batches, **shape, **options, dtype=dtype, device=device)
+        after = count_parameters(c)
+    else:
+        model = from_pretrained(args.checkpoint, dtype=dtype, device=device)
+        before = model.num_parameters()
+        pruned = prune(model, batches, **shape, **options)
+        del model
+        save_pretrained(pruned, args.out)
+        c, after = pruned.config, pruned.num_parameters()
     _copy_tokenizer(Path(args.checkpoint), Path(args.out))
-    c = pruned.config
     print(
         f"pruned to {c.num_hidden_layers} layers, hidden {c.hidden_size}, FFN {c.intermediate_size}: "
-        f"{before:,} -> {pruned.num_parameters():,} parameters; wrote {args.out}"
+        f"{before:,} -> {after:,} parameters ({'one layer at a time' if stream else 'in memory'}); wrote {args.out}"
     )
 
 
@@ -145,7 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", default="mixture", help="shakespeare, milton, math, mixture, or a .txt file")
     s.add_argument("--calib-tokens", type=int, default=32768)
     s.add_argument("--seq-len", type=int, default=256)
-    s.add_argument("--layer-score", default="out/in", help="out/in, in/out, block_influence, counterfactual, ...")
+    s.add_argument(
+        "--layer-score",
+        default="out/in",
+        help="out/in, in/out, block_influence, counterfactual, counterfactual_iterative, magnitude, random",
+    )
+    s.add_argument(
+        "--tie",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tie the pruned model's head to its embeddings (--no-tie: untie); default: as the checkpoint",
+    )
+    s.add_argument(
+        "--per-site-gain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rescale each norm gain by its own kept-energy share, not the pooled one (default: the library's)",
+    )
+    s.add_argument(
+        "--low-memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read and prune one layer at a time (default: when the model is over a fifth of the available memory)",
+    )
     s.add_argument("--dtype", choices=sorted(DTYPES), default=None)
     s.add_argument("--device", default=None)
     s.set_defaults(func=cmd_prune)

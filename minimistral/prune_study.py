@@ -10,12 +10,16 @@ loss of the pruned model, for every heuristic and its baselines under the same b
 * ``ratio_curves``: loss against pruning ratio, one curve per method and dimension.
 
 Calibration batches come from the *training* split, losses from the held-out split.
+Layer scores do not depend on how many layers are kept (``counterfactual_iterative``'s
+greedy order is the same prefix whatever the target), so each layer criterion is scored
+once on the parent (``layer_rankings``) and every layer cut of a table reuses it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +33,13 @@ from minimistral.prune import (
     FFN_SCORES,
     HIDDEN_METHODS,
     LAYER_SCORES,
+    LOSS_SCORES,
+    keep_top,
+    layer_scores,
     mean_loss,
     prune_ffn,
     prune_hidden,
-    prune_layers,
+    select_layers,
 )
 
 TARGETS = ("tiny-14b", "tiny-8b", "tiny-3b")
@@ -48,13 +55,32 @@ class StudyData:
     val: list[torch.Tensor]
 
 
-def apply_step(model: Ministral3, data: StudyData, step: str, size: int, method: str) -> Ministral3:
-    """One step of Algorithm 2 with the given method; calibration on the inputs only (``[:, :-1]``)."""
+def layer_rankings(parent: Ministral3, data: StudyData, methods=LAYER_SCORES) -> dict[str, torch.Tensor]:
+    """Every layer criterion's scores on ``parent``, ``{method: [num_layers]}`` (loss scores read whole windows)."""
+    calib = [w[:, :-1] for w in data.calib]
+    return {m: layer_scores(parent, data.calib if m in LOSS_SCORES else calib, m) for m in methods}
+
+
+def apply_step(
+    model: Ministral3,
+    data: StudyData,
+    step: str,
+    size: int,
+    method: str,
+    tie: bool | None = None,
+    rankings: dict[str, torch.Tensor] | None = None,
+) -> Ministral3:
+    """One step of Algorithm 2 with the given method; calibration on the inputs only (``[:, :-1]``).
+
+    ``tie``: the hidden step's ``tie_word_embeddings``. ``rankings``: layer scores of
+    ``model`` already computed (``layer_rankings``), else the layer step scores it here.
+    """
     calib = [w[:, :-1] for w in data.calib]
     if step == "layers":
-        return prune_layers(model, data.calib if method == "counterfactual" else calib, size, score=method)
+        scores = (rankings or layer_rankings(model, data, (method,)))[method]
+        return select_layers(model, keep_top(scores, size))
     if step == "hidden":
-        return prune_hidden(model, calib, size, method=method)
+        return prune_hidden(model, calib, size, method=method, tie_word_embeddings=tie)
     return prune_ffn(model, calib, size, score=method)
 
 
@@ -68,18 +94,25 @@ def target_sizes(parent: Ministral3, target: str) -> dict[str, int | None]:
     }
 
 
-def per_step_table(parent: Ministral3, data: StudyData, targets=TARGETS) -> list[dict]:
-    """Loss after each single step at each target's size, for every method of that step."""
-    rows = []
+def per_step_table(parent: Ministral3, data: StudyData, targets=TARGETS, rankings=None) -> list[dict]:
+    """Loss after each single step at each target's size, for every method of that step.
+
+    ``rankings``: ``layer_rankings(parent, data)`` when already computed (every table needs them).
+    """
+    rows, rankings = [], rankings or layer_rankings(parent, data)
     jobs = [(t, s, size, m) for t in targets for s, size in target_sizes(parent, t).items() if size for m in STEPS[s]]
     for target, step, size, method in tqdm(jobs, desc="per-step pruning"):
-        pruned = apply_step(parent, data, step, size, method)
+        pruned = apply_step(parent, data, step, size, method, rankings=rankings)
         rows.append(_row(target, step, size, method, pruned, parent, data))
     return rows
 
 
-def full_table(parent: Ministral3, data: StudyData, targets=TARGETS) -> list[dict]:
-    """Algorithm 2 to each target: the paper's methods against weight magnitude and naive/random choices."""
+def full_table(parent: Ministral3, data: StudyData, targets=TARGETS, rankings=None) -> list[dict]:
+    """Algorithm 2 to each target: the paper's methods against weight magnitude and naive/random choices.
+
+    The hidden step ties the embeddings where the target's config does (tiny-3b), so every
+    pruned model has exactly its target's parameter count.
+    """
     recipes = {
         "paper (out/in, pca, activation)": PAPER,
         "paper, prose direction (in/out)": PAPER | {"layers": "in/out"},
@@ -88,12 +121,14 @@ def full_table(parent: Ministral3, data: StudyData, targets=TARGETS) -> list[dic
         "random / first channels / random": {"layers": "random", "hidden": "first", "ffn": "random"},
     }
     rows = []
+    rankings = rankings or layer_rankings(parent, data, tuple(dict.fromkeys(r["layers"] for r in recipes.values())))
     for target in tqdm(targets, desc="Algorithm 2"):
+        tie = TINY_CONFIGS[target].tie_word_embeddings
         for name, recipe in recipes.items():
             model = parent
             for step, size in target_sizes(parent, target).items():  # layers, hidden, FFN: the paper's order
-                if size:
-                    model = apply_step(model, data, step, size, recipe[step])
+                if size:  # layers come first, so their scores are the parent's
+                    model = apply_step(model, data, step, size, recipe[step], tie, rankings)
             rows.append(_row(target, "all", None, name, model, parent, data))
     return rows
 
@@ -107,13 +142,13 @@ def ratio_grid(parent: Ministral3, points: int) -> dict[str, list[int]]:
     return {"layers": layers[:points] if points < len(layers) else layers, "hidden": hidden, "ffn": ffn}
 
 
-def ratio_curves(parent: Ministral3, data: StudyData, points: int = 6) -> list[dict]:
+def ratio_curves(parent: Ministral3, data: StudyData, points: int = 6, rankings=None) -> list[dict]:
     """Held-out loss against the fraction of a dimension removed, per method."""
     grid = ratio_grid(parent, points)
     jobs = [(s, size, m) for s, sizes in grid.items() for size in sizes for m in STEPS[s]]
-    rows = []
+    rows, rankings = [], rankings or layer_rankings(parent, data)
     for step, size, method in tqdm(jobs, desc="loss vs ratio"):
-        pruned = apply_step(parent, data, step, size, method)
+        pruned = apply_step(parent, data, step, size, method, rankings=rankings)
         rows.append(_row("sweep", step, size, method, pruned, parent, data))
     return rows
 
@@ -186,11 +221,22 @@ def run_study(checkpoint: str | Path, scale: str = "default", out_dir: Path | No
     data = study_data(build_corpus(), s)
     baseline = {"target": "parent", "step": "none", "size": None, "removed": 0.0, "method": "unpruned"}
     baseline |= {"params": parent.num_parameters(), "val_loss": mean_loss(parent, data.val)}
+    rankings = layer_rankings(parent, data)  # every layer criterion scored once, for all three tables
     tables = {
-        "pruning_per_step": [baseline, *per_step_table(parent, data)],
-        "pruning_full": [baseline, *full_table(parent, data)],
-        "pruning_vs_ratio": [baseline, *ratio_curves(parent, data, s.points)],
+        "pruning_per_step": lambda: [baseline, *per_step_table(parent, data, rankings=rankings)],
+        "pruning_full": lambda: [baseline, *full_table(parent, data, rankings=rankings)],
+        "pruning_vs_ratio": lambda: [baseline, *ratio_curves(parent, data, s.points, rankings)],
     }
-    for name, rows in tables.items():
-        write_csv(rows, out_dir / f"{name}.csv")
-    return tables
+    return write_tables(tables, out_dir)
+
+
+def write_tables(tables: dict[str, Callable[[], list[dict]]], out_dir: Path) -> dict[str, list[dict]]:
+    """Build each table in turn and write ``out_dir/<name>.csv`` as soon as it is done.
+
+    An interrupted study keeps the tables it finished. Returns the rows of every table.
+    """
+    done = {}
+    for name, build in tables.items():
+        done[name] = build()
+        write_csv(done[name], Path(out_dir) / f"{name}.csv")
+    return done

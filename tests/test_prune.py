@@ -7,14 +7,22 @@ import torch.nn.functional as F
 import minimistral
 from minimistral import ModelConfig
 from minimistral.prune import (
+    LAYER_SCORES,
     block_io_scores,
+    counterfactual_scores,
     ffn_activation_importance,
     keep_top,
+    layer_scores,
+    mean_loss,
+    norm_gains,
+    pca_rotation,
     prune,
     prune_ffn,
     prune_hidden,
     prune_layers,
+    residual_second_moment,
     select_layers,
+    site_energy,
 )
 
 CFG = ModelConfig(
@@ -74,6 +82,17 @@ def test_keeping_a_head_tied_is_exact_only_for_a_uniform_final_gain():
     assert (logits(approx, IDS) - logits(m, IDS)).abs().max().item() > 1e-3  # the price of staying tied
 
 
+def test_tying_an_untied_model_keeps_its_folded_head():
+    """Untied -> tied: the shared matrix is the head (logits exact given the final hidden state), the embedding goes."""
+    m = model(torch.float64)
+    untied = prune_hidden(m, batches(), hidden_size=48, tie_word_embeddings=False)  # exact
+    tied = prune_hidden(m, batches(), hidden_size=48, tie_word_embeddings=True)
+    assert tied.config.tie_word_embeddings and tied.lm_head.weight is tied.model.embed_tokens.weight
+    assert torch.allclose(tied.lm_head.weight, untied.lm_head.weight, atol=1e-12)
+    assert torch.equal(tied.model.norm.weight, untied.model.norm.weight)  # all ones: the gain is in the head
+    assert tied.num_parameters() == untied.num_parameters() - 128 * 48
+
+
 def test_pca_keeps_more_than_slicing_the_first_channels():
     """A residual stream that lives in a 12-dim subspace (as trained ones mostly do): PCA finds it."""
     m = model()
@@ -112,7 +131,7 @@ def test_layer_scores_match_their_definition():
     assert not m.model.layers[2]._forward_hooks  # calibration left no hook behind
 
 
-@pytest.mark.parametrize("score", ["out/in", "in/out", "block_influence", "counterfactual", "magnitude", "random"])
+@pytest.mark.parametrize("score", LAYER_SCORES)
 def test_prune_layers_keeps_the_chosen_blocks(score):
     m = model()
     p = prune_layers(m, batches(2), 2, score=score)
@@ -125,6 +144,61 @@ def test_prune_layers_keeps_the_chosen_blocks(score):
         )
     ]
     assert len(kept) == 2
+
+
+def test_iterative_counterfactual_rescores_on_the_pruned_model():
+    m, windows = model(), batches(2)
+    single = counterfactual_scores(m, windows)
+    scores = layer_scores(m, windows, "counterfactual_iterative")  # full ranking: 0 = removed first
+    assert sorted(scores.tolist()) == [0, 1, 2, 3]
+    first = int(scores.argmin())
+    assert first == int(single.argmin())  # step 1 is the single-shot choice
+    # step 2 removes the layer whose removal hurts least *given the first is gone*
+    rest = [i for i in range(4) if i != first]
+    losses = {i: mean_loss(select_layers(m, [j for j in rest if j != i]), windows) for i in rest}
+    assert int((scores == 1).nonzero()) == min(losses, key=losses.get)
+    # stopping early keeps the same layers
+    for k in (1, 2, 3):
+        stopped = layer_scores(m, windows, "counterfactual_iterative", num_layers=k)
+        assert keep_top(stopped, k) == keep_top(scores, k)
+
+
+def test_per_site_gain_is_each_site_kept_energy():
+    m, b = model(torch.float64), batches(4)
+    C, _ = residual_second_moment(m, b)
+    Q, eigenvalues = pca_rotation(C)
+    energy = site_energy(m, b, Q)  # [2L + 1, D]
+    assert torch.allclose(energy[:-1].sum(0), eigenvalues, rtol=1e-9)  # the block sites make up C
+    pooled, per_site = norm_gains(4, 16, eigenvalues), norm_gains(4, 16, eigenvalues, energy)
+    assert len(set(pooled.values())) == 1 and len(set(per_site.values())) == 9
+    # site 3 (layer 1's FFN norm) by hand: share of its input energy along the top 16 components
+    x = []
+    h = m.model.layers[1].post_attention_layernorm.register_forward_pre_hook(lambda mod, a: x.append(a[0]))
+    with torch.no_grad():
+        for ids in b:
+            m(ids)
+    h.remove()
+    xq = torch.cat([t.flatten(0, 1) for t in x]) @ Q  # [tokens, D]
+    kept = (xq[:, :16] ** 2).sum() / (xq**2).sum()
+    assert per_site["model.layers.1.post_attention_layernorm.weight"] == pytest.approx((kept * 48 / 16).sqrt().item())
+    p = prune_hidden(m, b, 16, per_site_gain=True)
+    q = prune_hidden(m, b, 16, per_site_gain=False)
+    ratio = p.model.layers[1].post_attention_layernorm.weight / q.model.layers[1].post_attention_layernorm.weight
+    want = per_site["model.layers.1.post_attention_layernorm.weight"] / pooled["model.norm.weight"]
+    assert torch.allclose(ratio, torch.full_like(ratio, want), rtol=1e-9)
+    # at full rank every factor is 1 and the logits do not move
+    full = prune_hidden(m, b, 48, per_site_gain=True)
+    assert (logits(full, IDS) - logits(m, IDS)).abs().max().item() < 1e-8
+
+
+def test_pca_basis_has_a_canonical_sign():
+    C = residual_second_moment(model(torch.float64), batches())[0]
+    Q, _ = pca_rotation(C)
+    assert (Q.gather(0, Q.abs().argmax(0, keepdim=True)) > 0).all()
+    # the same statistics in another channel order give the same basis (eigh alone may flip axes)
+    perm = torch.randperm(48, generator=torch.Generator().manual_seed(0))
+    Qp, _ = pca_rotation(C[perm][:, perm])
+    assert torch.allclose(Qp, Q[perm], atol=1e-8)
 
 
 def test_selecting_every_layer_changes_nothing():
@@ -184,12 +258,10 @@ def test_bad_arguments():
         prune_ffn(m, [], 10)
 
 
-def test_prune_cli_on_a_transformers_checkpoint(tmp_path, capsys):
-    """The whole command on a Hugging Face Mistral-family directory with its own tokenizer."""
+def hf_checkpoint(tmp_path):
+    """A transformers Mistral directory with its own tokenizer.json, and a calibration text file."""
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
-
-    from minimistral.cli import main
 
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {chr(32 + i): 3 + i for i in range(95)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -204,6 +276,15 @@ def test_prune_cli_on_a_transformers_checkpoint(tmp_path, capsys):
     tok.save(str(src / "tokenizer.json"))
     calib = tmp_path / "calib.txt"
     calib.write_text("It was the best of times, it was the worst of times. " * 40)
+    return src, calib
+
+
+def test_prune_cli_on_a_transformers_checkpoint(tmp_path, capsys):
+    """The whole command on a Hugging Face Mistral-family directory with its own tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    from minimistral.cli import main
+
+    src, calib = hf_checkpoint(tmp_path)
     argv = ["prune", "--checkpoint", str(src), "--out", str(tmp_path / "out"), "--layers", "3", "--hidden", "32",
             "--ffn", "64", "--calib", str(calib), "--calib-tokens", "1024", "--seq-len", "64"]  # fmt: skip
     assert main(argv) == 0
@@ -214,3 +295,62 @@ def test_prune_cli_on_a_transformers_checkpoint(tmp_path, capsys):
     bad = ["prune", "--checkpoint", str(src), "--out", str(tmp_path / "o2"), "--calib", "poetry"]
     assert main(bad) == 2
     assert "--calib 'poetry': not a file" in capsys.readouterr().err
+
+
+def test_prune_cli_tie_and_low_memory(tmp_path, capsys):
+    """--tie gives a tied child; --low-memory gives the in-memory path's weights, one layer at a time."""
+    from minimistral.cli import main
+    from minimistral.params import count_parameters
+
+    src, calib = hf_checkpoint(tmp_path)
+    argv = ["prune", "--checkpoint", str(src), "--layers", "3", "--hidden", "32", "--ffn", "64", "--tie",
+            "--layer-score", "counterfactual_iterative", "--calib", str(calib), "--calib-tokens", "1024",
+            "--seq-len", "64"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a"), "--no-low-memory"]) == 0
+    assert "(in memory)" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "b"), "--low-memory"]) == 0
+    assert "(one layer at a time)" in capsys.readouterr().out
+    a, b = (minimistral.from_pretrained(tmp_path / d) for d in "ab")
+    assert a.config == b.config and a.config.tie_word_embeddings
+    assert (
+        a.num_parameters() == count_parameters(a.config) < count_parameters(a.config.replace(tie_word_embeddings=False))
+    )
+    assert all(torch.allclose(v, b.state_dict()[k], rtol=1e-5, atol=1e-6) for k, v in a.state_dict().items())
+    assert (tmp_path / "b" / "tokenizer.json").exists()
+    assert main([*argv, "--out", str(tmp_path / "c"), "--layer-score", "entropy"]) == 2
+    assert "unknown layer score 'entropy'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the study
+def tiny_parent():
+    """A random model of the tiny parent's shape (tiny-24b)."""
+    from minimistral.config import TINY_CONFIGS
+
+    torch.manual_seed(0)
+    return minimistral.Ministral3(TINY_CONFIGS["tiny-24b"]).eval()
+
+
+def test_study_prunes_each_target_to_its_exact_parameter_count():
+    """tiny-3b is tied: Algorithm 2 in the study ties the pruned model's head, whatever the recipe."""
+    from minimistral.config import TINY_CONFIGS
+    from minimistral.params import count_parameters
+    from minimistral.prune_study import StudyData, full_table
+
+    g = torch.Generator().manual_seed(0)
+    windows = torch.randint(0, 4096, (2, 33), generator=g)
+    rows = full_table(tiny_parent(), StudyData([windows], [windows]), targets=("tiny-3b",))
+    assert count_parameters(TINY_CONFIGS["tiny-3b"]) == 3_061_824
+    assert len(rows) == 5 and all(r["params"] == 3_061_824 for r in rows)
+
+
+def test_study_writes_each_table_when_it_is_done(tmp_path):
+    from minimistral.prune_study import read_csv, write_tables
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    tables = {"first": lambda: [{"method": "a", "val_loss": 1.0}], "second": interrupted}
+    with pytest.raises(KeyboardInterrupt):
+        write_tables(tables, tmp_path)
+    assert read_csv(tmp_path / "first.csv") == [{"method": "a", "val_loss": "1"}]
+    assert not (tmp_path / "second.csv").exists()
