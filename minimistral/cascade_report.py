@@ -15,7 +15,16 @@ from pathlib import Path
 
 import torch
 
-from minimistral.cascade import CHILDREN, PARENT, STAGES, Cascade, Stage, cascade_dir, training_curve
+from minimistral.cascade import (
+    CHILDREN,
+    PARENT,
+    STAGES,
+    Cascade,
+    Stage,
+    cascade_dir,
+    stage_named,
+    training_curve,
+)
 from minimistral.claims import RUNS, budget_tokens, run_dir, tokens_to_match, validation_curve
 from minimistral.evaluate import model_score, token_bytes, with_total
 from minimistral.hub import _atomic_write, from_pretrained
@@ -143,7 +152,7 @@ class ReportScale:
     n_cloze: int  # cloze questions
 
 
-REPORT_SCALES = {"ci": ReportScale(4, 4, 8), "default": ReportScale(32, 100, 200)}
+REPORT_SCALES = {"ci": ReportScale(4, 4, 8), "default": ReportScale(32, 50, 100)}
 
 
 def reproduce(
@@ -163,6 +172,8 @@ def reproduce(
     from minimistral.longctx_study import run_longctx_study
     from minimistral.pretrain import run_dir as parent_dir
 
+    if restart_from:
+        stage_named(restart_from)  # an unknown name fails before anything runs
     parent = Path(parent) if parent else parent_dir(scale) / CHECKPOINT
     if not (parent / "config.json").is_file():
         raise FileNotFoundError(f"no parent checkpoint at {parent}: run `minimistral pretrain --scale {scale}` first")
@@ -175,3 +186,39 @@ def reproduce(
     long_tables = run_longctx_study(cascade, scale) if longctx else None
     r = REPORT_SCALES[scale if scale in REPORT_SCALES else "ci"]
     return report(cascade, r.per_source, r.n_math, r.n_cloze, long_tables)
+
+
+# Figure 2 of the paper, read off approximately (FACTS.md section 3): EMA cross-entropy in nats.
+PAPER_FIGURE2 = {
+    "tiny-14b": {"start": 4.5, "end": 1.1},  # falls 4.5 -> 1.1 in the first 30% of training
+    "tiny-8b": {"after_prune": 7.0, "end": 1.3},
+    "tiny-3b": {"after_prune": 10.0, "end": 1.55},  # "above 10"
+    "teacher": 1.07,
+}
+
+
+def format_summary(tables: dict[str, list[dict]]) -> str:
+    """The Table 3 analogue, the claims and every checkpoint's held-out loss, as text."""
+    from minimistral.report import format_table
+    from minimistral.tasks import format_task_table
+
+    parts = ["Table 3 analogue (held-out):", format_task_table(tables["cascade_table3"])]
+    rows = [("checkpoint", "params", "loss", "bits/byte")]
+    rows += [
+        (r["paper"], f"{r['params']:,}", f"{r['overall_loss']:.3f}", f"{r['overall_bpb']:.3f}")
+        for r in tables["cascade_stages"]
+    ]
+    parts += ["\nEvery checkpoint of the cascade (held-out, all sources):", format_table(rows)]
+    if "cascade_claims" in tables:
+        rows = [("tiny-3b run", "tokens", "loss", "bits/byte")]
+        rows += [
+            (r["model"], f"{r['tokens']:,}", f"{r['overall_loss']:.3f}", f"{r['overall_bpb']:.3f}")
+            for r in tables["cascade_claims"]
+        ]
+        match = tables["cascade_claims"][0]["scratch_tokens_to_match"]
+        parts += [
+            "\nClaims at equal tokens:",
+            format_table(rows),
+            f"scratch tokens to match the cascade: {match or 'not within 4x'}",
+        ]
+    return "\n".join(parts)

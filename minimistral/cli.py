@@ -127,6 +127,21 @@ def cmd_prune_study(args) -> None:
     print(f"wrote pruning_per_step.csv, pruning_full.csv, pruning_vs_ratio.csv to {results_dir(args.scale)}")
 
 
+def cmd_cascade(args) -> None:
+    from minimistral.cascade_report import format_summary, reproduce
+
+    tables = reproduce(
+        args.scale,
+        parent=args.parent,
+        root=args.out,
+        device=args.device,
+        claims=not args.no_claims,
+        longctx=not args.no_longctx,
+        restart_from=args.restart_from,
+    )
+    print(format_summary(tables))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minimistral", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None, help="default: runs/parent-<scale>/checkpoint")
     s.add_argument("--device", default=None)
     s.set_defaults(func=cmd_prune_study)
+
+    s = sub.add_parser(
+        "cascade",
+        help="Cascade Distillation: parent -> tiny-14b/8b/3b (prune, short and long KD), the claims at equal "
+        "tokens, the long-context study, tables; resumes from any stage",
+    )
+    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    s.add_argument("--parent", default=None, help="default: runs/parent-<scale>/checkpoint")
+    s.add_argument("--out", default=None, help="run directory (default runs/cascade-<scale>)")
+    s.add_argument("--restart-from", default=None, metavar="STAGE", help="retrain this stage and every later one")
+    s.add_argument("--no-claims", action="store_true", help="skip the equal-token comparisons")
+    s.add_argument("--no-longctx", action="store_true", help="skip the long-context ablation and measurements")
+    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.set_defaults(func=cmd_cascade)
 
     s = sub.add_parser(
         "convert",

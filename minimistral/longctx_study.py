@@ -44,9 +44,9 @@ class LongScale:
 
     windows: int = 16
     bucket: int = 128
-    lengths: tuple[int, ...] = (128, 256, 512, 768, 1024)
-    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    passkeys: int = 10
+    lengths: tuple[int, ...] = (128, 256, 512, 1024)
+    depths: tuple[float, ...] = (0.0, 1 / 3, 2 / 3, 1.0)
+    passkeys: int = 8
 
 
 LONG_SCALES = {

@@ -132,3 +132,21 @@ def test_tokens_to_match_interpolates_between_validations():
     assert tokens_to_match(curve, 3.5) == pytest.approx(250)
     assert tokens_to_match(curve, 6.0) == 100
     assert tokens_to_match(curve, 2.0) is None
+
+
+def test_claim_runs_see_exactly_the_budget_and_score_in_one_table(cascade):
+    from minimistral.cascade_report import Evaluator, claims_table, format_summary
+    from minimistral.claims import RUNS, budget_tokens, run_claims
+
+    runs = run_claims(cascade)
+    budget = budget_tokens(cascade)
+    assert budget == MICRO.short_steps * MICRO.batch_size * 256
+    for name, ckpt in runs.items():
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        assert state["tokens"] == budget * (4 if name == "scratch_4x" else 1), name
+    rows = claims_table(cascade, Evaluator(cascade, per_source=1))
+    assert [r["model"] for r in rows] == ["cascade", *RUNS]
+    text = format_summary(
+        {"cascade_table3": [{"evaluation": "x", "tiny-24b": 1.0}], "cascade_stages": [], "cascade_claims": rows}
+    )
+    assert "Claims at equal tokens" in text and "scratch_4x" in text

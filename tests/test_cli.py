@@ -81,3 +81,11 @@ def test_convert_changes_dtype(tmp_path):
     hf_model("ministral3").save_pretrained(tmp_path / "a")
     assert main(["convert", "--checkpoint", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--dtype", "bf16"]) == 0
     assert minimistral.from_pretrained(tmp_path / "b").lm_head.weight.dtype == torch.bfloat16
+
+
+def test_cascade_bad_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["cascade", "--scale", "ci", "--restart-from", "tiny-5b-short", "--out", str(tmp_path)]) == 2
+    assert "unknown stage 'tiny-5b-short'" in capsys.readouterr().err
+    assert main(["cascade", "--scale", "ci", "--parent", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no parent checkpoint" in err and "minimistral pretrain --scale ci" in err

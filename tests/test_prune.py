@@ -340,7 +340,11 @@ def test_study_prunes_each_target_to_its_exact_parameter_count():
     windows = torch.randint(0, 4096, (2, 33), generator=g)
     rows = full_table(tiny_parent(), StudyData([windows], [windows]), targets=("tiny-3b",))
     assert count_parameters(TINY_CONFIGS["tiny-3b"]) == 3_061_824
-    assert len(rows) == 5 and all(r["params"] == 3_061_824 for r in rows)
+    tied = [r for r in rows if r["target"] == "tiny-3b"]
+    untied = [r for r in rows if r["target"] == "tiny-3b (untied head)"]
+    assert len(tied) == len(untied) == 5 and all(r["params"] == 3_061_824 for r in tied)
+    head = TINY_CONFIGS["tiny-3b"].vocab_size * TINY_CONFIGS["tiny-3b"].hidden_size
+    assert all(r["params"] == 3_061_824 + head for r in untied)  # the reference row keeps its own head
 
 
 def test_study_writes_each_table_when_it_is_done(tmp_path):
