@@ -188,15 +188,6 @@ def reproduce(
     return report(cascade, r.per_source, r.n_math, r.n_cloze, long_tables)
 
 
-# Figure 2 of the paper, read off approximately (FACTS.md section 3): EMA cross-entropy in nats.
-PAPER_FIGURE2 = {
-    "tiny-14b": {"start": 4.5, "end": 1.1},  # falls 4.5 -> 1.1 in the first 30% of training
-    "tiny-8b": {"after_prune": 7.0, "end": 1.3},
-    "tiny-3b": {"after_prune": 10.0, "end": 1.55},  # "above 10"
-    "teacher": 1.07,
-}
-
-
 def format_summary(tables: dict[str, list[dict]]) -> str:
     """The Table 3 analogue, the claims and every checkpoint's held-out loss, as text."""
     from minimistral.report import format_table

@@ -145,6 +145,10 @@ def _check(student_logits, teacher_logits, mask, temperature: float, chunk_size:
         raise ValueError(f"teacher_logits: shape {shapes} (they must match)")
     if mask is not None and mask.shape != student_logits.shape[:-1]:
         raise ValueError(f"mask: shape {tuple(mask.shape)}, expected {tuple(student_logits.shape[:-1])}")
+    _check_scalars(temperature, chunk_size)
+
+
+def _check_scalars(temperature: float, chunk_size: int) -> None:
     if not temperature > 0:
         raise ValueError(f"temperature: must be > 0, got {temperature}")
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
@@ -202,10 +206,7 @@ def _check_options(kind: str, ntp_weight: float, temperature: float, chunk_size:
         raise ValueError(f"kind: must be one of {KINDS}, got {kind!r}")
     if not 0.0 <= ntp_weight <= 1.0:
         raise ValueError(f"ntp_weight: must be in [0, 1], got {ntp_weight}")
-    if not temperature > 0:
-        raise ValueError(f"temperature: must be > 0, got {temperature}")
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise ValueError(f"chunk_size: must be a positive integer, got {chunk_size!r}")
+    _check_scalars(temperature, chunk_size)
 
 
 def kd_loss(
