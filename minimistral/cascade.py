@@ -299,23 +299,26 @@ class Cascade:
         tmp.rename(final)
         return final
 
-    def distill_stage(self, stage: Stage) -> Path:
-        student = from_pretrained(self.source_of(stage), device=self.device)
+    def distill_stage(
+        self, stage: Stage, student: Ministral3 | None = None, out: Path | None = None, desc: str | None = None
+    ) -> Path:
+        """A Short or Base stage. ``student``/``out``/``desc`` let an ablation rerun the same stage otherwise."""
         short = stage.kind == "short"
+        if student is None:
+            student = from_pretrained(self.source_of(stage), device=self.device)
+            student = student if short else with_long_context(student)
         teacher = self.parent if short else self.long_teacher()
-        if not short:
-            student = with_long_context(student)
         return distill(
             student,
             teacher,
             Windows(stream_slice(stage, self.scale, self.data)),
-            self.stage_dir(stage),
+            out or self.stage_dir(stage),
             train_config(stage, self.scale),
             val_data=Windows(self.data.val if short else self.data.val_long[: self.scale.eval_batches]),
             loss=DistillLoss(teacher, temperature=self.scale.kd_temperature),
             val_loss_fn=lm_loss,
             extra_files={"tokenizer.json": self.corpus.tokenizer_path},
-            desc=f"{stage.paper_name} ({self.scale_name})",
+            desc=desc or f"{stage.paper_name} ({self.scale_name})",
             device=self.device,
         )
 

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from minimistral.cascade import CHILDREN, Cascade, Stage, stream_slice, train_config
-from minimistral.distill import DistillLoss, distill
+from minimistral.cascade import CHILDREN, Cascade, Stage
 from minimistral.hub import from_pretrained
 from minimistral.longctx import passkey_accuracy, position_bucket_loss, rescaled, spread
 from minimistral.model import Ministral3
-from minimistral.train import CHECKPOINT, Windows, lm_loss
+from minimistral.train import CHECKPOINT
 
 ABLATION_CHILD = "tiny-3b"
 # name -> with_position_scaling arguments; "yarn+temp" is the cascade's own long stage
@@ -68,21 +67,8 @@ def run_variant(cascade: Cascade, name: str) -> Path:
         return cascade.run(until=Stage(ABLATION_CHILD, "long").name)[Stage(ABLATION_CHILD, "long").name]
     stage = Stage(ABLATION_CHILD, "long")
     short = from_pretrained(cascade.checkpoint(Stage(ABLATION_CHILD, "short")), device=cascade.device)
-    student = rescaled(short, **VARIANTS[name])
-    teacher = cascade.long_teacher()
-    return distill(
-        student,
-        teacher,
-        Windows(stream_slice(stage, cascade.scale, cascade.data)),
-        variant_dir(cascade, name),
-        train_config(stage, cascade.scale),
-        val_data=Windows(cascade.data.val_long[: cascade.scale.eval_batches]),
-        loss=DistillLoss(teacher, temperature=cascade.scale.kd_temperature),
-        val_loss_fn=lm_loss,
-        extra_files={"tokenizer.json": cascade.corpus.tokenizer_path},
-        desc=f"long-context ablation {name} ({cascade.scale_name})",
-        device=cascade.device,
-    )
+    desc = f"long-context ablation {name} ({cascade.scale_name})"
+    return cascade.distill_stage(stage, rescaled(short, **VARIANTS[name]), variant_dir(cascade, name), desc)
 
 
 def _measure(model: Ministral3, cascade: Cascade, s: LongScale, **labels) -> tuple[list[dict], list[dict]]:
