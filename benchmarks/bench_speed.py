@@ -338,7 +338,7 @@ def main(argv=None) -> dict:
 
 def mfu_section(cfg: ModelConfig, sizes: dict, repeats: int, args) -> dict:
     """MFU of the bench config and of the pretraining workload (tiny-24b, 16 x 256), printed as a table."""
-    from minimistral.config import TINY_CONFIGS
+    from minimistral.arch.config import TINY_CONFIGS
 
     peak = matmul_peak(sizes=(512, 1024) if args.quick else (1024, 2048, 3072))
     (tb, ts) = sizes["train"]

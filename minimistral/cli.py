@@ -25,8 +25,8 @@ TOKENIZER_FILES = ("tekken.json", "tokenizer.json", "tokenizer_config.json", "sp
 
 
 def cmd_params(args) -> None:
-    from minimistral.config import CONFIGS, TINY_CONFIGS, TINY_OF_REAL
-    from minimistral.params import family_ratios_table, params_table
+    from minimistral.arch.config import CONFIGS, TINY_CONFIGS, TINY_OF_REAL
+    from minimistral.arch.params import family_ratios_table, params_table
 
     if args.family == "tiny":
         print(params_table(TINY_CONFIGS))
@@ -37,10 +37,10 @@ def cmd_params(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from minimistral.generate import generate
-    from minimistral.hub import from_pretrained, load_config
-    from minimistral.model import default_device
-    from minimistral.tokenizer import load_tokenizer
+    from minimistral.arch.generate import generate
+    from minimistral.arch.hub import from_pretrained, load_config
+    from minimistral.arch.model import default_device
+    from minimistral.data.tokenizer import load_tokenizer
 
     load_config(args.checkpoint)  # fail fast on a wrong directory, before reading any weights
     tok = load_tokenizer(args.checkpoint)
@@ -53,7 +53,7 @@ def cmd_generate(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from minimistral.hub import from_pretrained, save_pretrained
+    from minimistral.arch.hub import from_pretrained, save_pretrained
 
     src, dst = Path(args.checkpoint), Path(args.out)
     model = from_pretrained(src, dtype=DTYPES.get(args.dtype))
@@ -64,7 +64,8 @@ def cmd_convert(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from minimistral.pretrain import evaluate_parent, format_scores, pretrain, results_dir
+    from minimistral.paths import results_dir
+    from minimistral.pretrain import evaluate_parent, format_scores, pretrain
 
     checkpoint = pretrain(args.scale, out=args.out, device=args.device, compile=args.compile)
     report = evaluate_parent(checkpoint, args.scale, device=args.device)
@@ -73,12 +74,13 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_prune(args) -> None:
-    from minimistral.hub import from_pretrained, load_config, save_pretrained
-    from minimistral.model import default_device
-    from minimistral.params import count_parameters
-    from minimistral.prune import PER_SITE_GAIN, calibration_batches, prune
-    from minimistral.prune_streaming import CheckpointReader, available_memory, prune_checkpoint, should_stream
-    from minimistral.tokenizer import load_tokenizer
+    from minimistral.arch.hub import from_pretrained, load_config, save_pretrained
+    from minimistral.arch.model import default_device
+    from minimistral.arch.params import count_parameters
+    from minimistral.data.tokenizer import load_tokenizer
+    from minimistral.prune.calibrate import calibration_batches
+    from minimistral.prune.heuristics import PER_SITE_GAIN, prune
+    from minimistral.prune.streaming import CheckpointReader, available_memory, prune_checkpoint, should_stream
 
     load_config(args.checkpoint)  # fail fast on a wrong directory
     tok = load_tokenizer(args.checkpoint)
@@ -119,27 +121,41 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 
 
 def cmd_prune_study(args) -> None:
-    from minimistral.pretrain import results_dir, run_dir
-    from minimistral.prune_study import run_study
+    from minimistral.paths import parent_dir, results_dir
+    from minimistral.prune.study import run_study
 
-    checkpoint = args.checkpoint or run_dir(args.scale) / "checkpoint"
+    checkpoint = args.checkpoint or parent_dir(args.scale) / "checkpoint"
     run_study(checkpoint, args.scale, device=args.device)
     print(f"wrote pruning_per_step.csv, pruning_full.csv, pruning_vs_ratio.csv to {results_dir(args.scale)}")
 
 
 def cmd_cascade(args) -> None:
-    from minimistral.cascade_report import format_summary, reproduce
+    from minimistral.cascade.claims import run_claims
+    from minimistral.cascade.pipeline import Cascade, stage_named
+    from minimistral.cascade.report import format_summary, report
+    from minimistral.longctx.study import run_longctx_study
+    from minimistral.paths import cascade_dir, parent_dir
 
-    tables = reproduce(
-        args.scale,
-        parent=args.parent,
-        root=args.out,
-        device=args.device,
-        claims=not args.no_claims,
-        longctx=not args.no_longctx,
-        restart_from=args.restart_from,
-    )
-    print(format_summary(tables))
+    if args.restart_from:
+        stage_named(args.restart_from)  # an unknown name fails before anything runs
+    parent = Path(args.parent) if args.parent else parent_dir(args.scale) / "checkpoint"
+    if not (parent / "config.json").is_file():
+        raise FileNotFoundError(f"no parent checkpoint at {parent}: run `minimistral pretrain --scale {args.scale}`")
+    cascade = Cascade(parent, args.out or cascade_dir(args.scale), args.scale, device=args.device)
+    if args.restart_from:
+        cascade.restart_from(args.restart_from)
+    cascade.run()
+    if not args.no_claims:
+        run_claims(cascade)
+    longctx = None if args.no_longctx else run_longctx_study(cascade, args.scale)
+    print(format_summary(report(cascade, args.scale, longctx)))
+
+
+def cmd_reproduce(args) -> None:
+    from minimistral.cascade.report import format_summary
+    from minimistral.reproduce import reproduce
+
+    print(format_summary(reproduce(args.scale, from_step=args.from_step, device=args.device)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", choices=("ci", "default"), default="default")
     s.add_argument("--out", default=None, help="run directory (default runs/parent-<scale>)")
     s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
-    s.add_argument("--compile", action="store_true", help="torch.compile + fused AdamW (faster after ~30 s)")
+    s.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile + fused AdamW (default: on at the default scale where it works)",
+    )
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("prune", help="prune a checkpoint: layers, then hidden size, then FFN (paper Algorithm 2)")
@@ -225,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_cascade)
 
     s = sub.add_parser(
+        "reproduce",
+        help="the whole reproduction top to bottom: pretrain, prune study, cascade, claims, long context, "
+        "tables; continues from what is done",
+    )
+    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")
+    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser(
         "convert",
         help="rewrite a checkpoint as a text-only HF directory (mistral3 -> its language model; dtype; shards)",
     )
@@ -237,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minimistral.data import DataError
+    from minimistral.data.sources import DataError
     from minimistral.errors import CheckpointError
     from minimistral.train import ResumeError
 

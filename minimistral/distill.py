@@ -11,7 +11,7 @@ $$\mathcal{L}_{KD} = \frac{1}{N} \sum_{i=1}^{N} \tau^2 \sum_{v=1}^{V}
 
 summed over the full vocabulary ($V$ = 131,072 for Tekken). The paper found pure
 forward KL better than mixing in the next-token loss
-$\mathcal{L}_{NTP} = -\frac1N \sum_i \log p_S(x_{i+1} \mid x_{\le i})$ (FACTS.md section 3);
+$\mathcal{L}_{NTP} = -\frac1N \sum_i \log p_S(x_{i+1} \mid x_{\le i})$ (docs/paper.md §3);
 both that mix, $(1 - \lambda)\,\mathcal{L}_{KD} + \lambda\,\mathcal{L}_{NTP}$, and the
 reverse KL $\mathrm{KL}(p_S \,\|\, p_T)$ are here as ablations. The paper does not give a
 temperature; $\tau = 1$ is the default.
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from minimistral.model import Ministral3
+from minimistral.arch.model import Ministral3
 from minimistral.train import CHECKPOINT, TrainConfig, Trainer
 
 KINDS = ("forward", "reverse")

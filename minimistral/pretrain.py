@@ -14,77 +14,26 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from einops import rearrange
 
-from minimistral.config import TINY_CONFIGS
-from minimistral.data import Corpus, build_corpus, math_prompt, windows
-from minimistral.evaluate import NGram, Score, baseline_scores, model_score, token_bytes, with_total
-from minimistral.generate import generate
-from minimistral.hub import _atomic_write, from_pretrained
-from minimistral.model import Ministral3, default_device
-from minimistral.report import format_table
+from minimistral.arch.config import TINY_CONFIGS
+from minimistral.arch.generate import generate
+from minimistral.arch.hub import from_pretrained
+from minimistral.arch.model import Ministral3, default_device
+from minimistral.data.corpus import Corpus, build_corpus, windows
+from minimistral.data.math_problems import math_prompt
+from minimistral.evaluate.loss import Score, model_score, token_bytes, validation_windows, with_total
+from minimistral.evaluate.ngram import NGram, baseline_scores
+from minimistral.files import format_table, write_csv, write_json
+from minimistral.paths import parent_dir, results_dir
+from minimistral.scales import get_scale
 from minimistral.train import CHECKPOINT, TrainConfig, Trainer, Windows
 
-CHECKOUT = Path(__file__).resolve().parent.parent
 PARENT = "tiny-24b"
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How long to train and how much to evaluate. ``seq_len`` is the parent's context window."""
-
-    steps: int
-    batch_size: int = 16
-    seq_len: int = 256
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 40
-    eval_every: int = 50
-    ckpt_every: int = 50
-    eval_windows: int | None = None  # per source in the final report; None = the whole validation split
-    sample_tokens: int = 80
-
-
-SCALES = {
-    "ci": Scale(steps=40, warmup_steps=10, eval_every=20, ckpt_every=20, eval_windows=24, sample_tokens=24),
-    "default": Scale(steps=600),  # 600 x 16 x 256 = 2.46M tokens, ~1.1 epochs of the training split
-}
-
-
-def _checkout_or_cwd() -> Path:
-    return CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
-
-
-def run_dir(scale: str) -> Path:
-    """``runs/parent-<scale>`` (git-ignored) in the checkout."""
-    return _checkout_or_cwd() / "runs" / f"parent-{scale}"
-
-
-def results_dir(scale: str) -> Path:
-    """Where tables go: ``data/results`` for the default run (committed), the run directory for ``ci``."""
-    return _checkout_or_cwd() / "data" / "results" if scale == "default" else run_dir(scale) / "results"
-
-
-def get_scale(scale: str) -> Scale:
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
-    return SCALES[scale]
-
-
-def validation_windows(corpus: Corpus, seq_len: int, per_source: int | None = None) -> dict[str, torch.Tensor]:
-    """Held-out windows per source; with ``per_source``, that many evenly spaced windows each."""
-    out = {}
-    for source, stream in corpus.val.items():
-        w = windows(stream, seq_len)
-        if per_source is not None and w.shape[0] > per_source:
-            w = w[torch.linspace(0, w.shape[0] - 1, per_source).long()]
-        out[source] = w
-    return out
 
 
 def pretrain(
@@ -92,14 +41,15 @@ def pretrain(
     out: str | Path | None = None,
     device=None,
     corpus: Corpus | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Path:
     """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir.
 
-    ``compile``: run the engine under ``torch.compile`` with the fused AdamW (``TrainConfig.compile``).
+    ``compile``: run the engine under ``torch.compile`` with the fused AdamW (``TrainConfig.compile``);
+    default: the scale's setting (on at the default scale, where it works).
     """
-    s = get_scale(scale)
-    out = Path(out) if out else run_dir(scale)
+    s = get_scale(scale).pretrain
+    out = Path(out) if out else parent_dir(scale)
     corpus = corpus or build_corpus()
     torch.manual_seed(0)
     model = Ministral3(TINY_CONFIGS[PARENT])
@@ -112,7 +62,7 @@ def pretrain(
         eval_every=s.eval_every,
         ckpt_every=s.ckpt_every,
         eval_batches=4,
-        compile=compile,
+        compile=s.compile if compile is None else compile,
     )
     # periodic validation: the first eval_batches x batch_size windows, interleaved so every source is in them
     per_source = validation_windows(corpus, s.seq_len, per_source=4 * s.batch_size // len(corpus.val) + 1)
@@ -152,7 +102,7 @@ def samples(model: Ministral3, corpus: Corpus, max_new_tokens: int, seed: int = 
 
 def evaluate_parent(checkpoint: str | Path, scale: str = "default", corpus: Corpus | None = None, device=None) -> dict:
     """Held-out scores of the parent and the n-gram baselines per source, samples; written to ``results_dir``."""
-    s = get_scale(scale)
+    s = get_scale(scale).pretrain
     corpus = corpus or build_corpus()
     model = from_pretrained(checkpoint, device=device or default_device())
     nbytes = token_bytes(corpus.tokenizer, corpus.vocab_size)
@@ -183,22 +133,13 @@ def evaluate_parent(checkpoint: str | Path, scale: str = "default", corpus: Corp
 
 def write_results(report: dict, scores: dict[str, dict[str, Score]], directory: Path) -> None:
     """``pretrain_eval.csv`` (model x source: loss, perplexity, bits/byte) and ``pretrain_report.json``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rows = [["model", "source", "tokens", "bytes", "loss_nats", "perplexity", "bits_per_byte"]]
-    for model, per in scores.items():
-        for src, sc in per.items():
-            rows.append(
-                [model, src, sc.tokens, sc.bytes, f"{sc.loss:.4f}", f"{sc.perplexity:.2f}", f"{sc.bits_per_byte:.4f}"]
-            )
-    lines = [",".join(map(str, r)) for r in rows]
-    _atomic_write(directory / "pretrain_eval.csv", ("\n".join(lines) + "\n").encode())
-    _atomic_write(directory / "pretrain_report.json", json.dumps(report, indent=2, default=_json_default).encode())
-
-
-def _json_default(x):
-    if isinstance(x, np.integer | np.floating):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+    rows = [
+        {"model": model, "source": src, "tokens": sc.tokens, "bytes": sc.bytes, "loss_nats": round(sc.loss, 4),
+         "perplexity": round(sc.perplexity, 2), "bits_per_byte": round(sc.bits_per_byte, 4)}
+        for model, per in scores.items() for src, sc in per.items()
+    ]  # fmt: skip
+    write_csv(rows, directory / "pretrain_eval.csv")
+    write_json(report, directory / "pretrain_report.json")
 
 
 def format_scores(report: dict) -> str:

@@ -26,10 +26,12 @@ FSDP belongs in :meth:`Trainer.wrap_model`.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -38,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from minimistral.hub import _atomic_write, save_pretrained
-from minimistral.model import Ministral3, default_device
+from minimistral.arch.hub import save_pretrained
+from minimistral.arch.model import Ministral3, default_device
+from minimistral.evaluate.loss import next_token_nll
+from minimistral.files import atomic_write
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -140,9 +143,27 @@ class Sampler:
 def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> dict:
     r"""Next-token cross-entropy $-\frac1N \sum_t \log p_\theta(x_{t+1} \mid x_{\le t})$ over a window batch."""
     inputs, targets = batch[:, :-1], batch[:, 1:]  # [b, T]
-    logits = model(inputs)  # [b, T, vocab]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    loss = next_token_nll(model(inputs), targets).mean()  # evaluate.loss: the one next-token loss
     return {"loss": loss, "tokens": targets.numel()}
+
+
+def finished(out_dir: str | os.PathLike, steps: int) -> bool:
+    """Whether the run in ``out_dir`` has a checkpoint at step ``steps`` or later (then ``fit`` has nothing to do)."""
+    state = Path(out_dir) / CHECKPOINT / STATE_FILE
+    return state.is_file() and json.loads(state.read_text())["step"] >= steps
+
+
+def compile_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot run on ``device`` here, or None when it can.
+
+    Inductor writes C++ for the CPU (a compiler must be on PATH) and Triton kernels for CUDA;
+    other devices (MPS) train eagerly.
+    """
+    if device.type == "cpu":
+        return None if any(shutil.which(c) for c in ("c++", "g++", "clang++")) else "no C++ compiler on PATH"
+    if device.type == "cuda":
+        return None if importlib.util.find_spec("triton") else "triton is not installed"
+    return f"not supported on {device.type}"
 
 
 # ----------------------------------------------------------------------------- engine
@@ -172,6 +193,9 @@ class Trainer:
         self.val_loss_fn = val_loss_fn
         self.out = Path(out_dir)
         self.device = torch.device(device) if device else default_device()
+        if cfg.compile and (problem := compile_problem(self.device)):
+            print(f"minimistral: torch.compile is off ({problem}); training eagerly", file=sys.stderr)
+            self.cfg = cfg = dataclasses.replace(cfg, compile=False)
         self.rank, self.world = _dist_info()
         self.model = model.to(self.device)
         self.train_model = self.wrap_model(self.model)
@@ -302,7 +326,7 @@ class Trainer:
         """Drop records logged after the checkpoint we resume from (they will be logged again)."""
         if self.rank == 0 and self.metrics_file.exists():
             kept = [json.dumps(r) + "\n" for r in self.metrics() if r["step"] <= self.step]
-            _atomic_write(self.metrics_file, "".join(kept).encode())
+            atomic_write(self.metrics_file, "".join(kept).encode())
 
     # --- checkpoints ------------------------------------------------------------------
     def checkpoint_dir(self) -> Path | None:
@@ -337,9 +361,9 @@ class Trainer:
         tensors["rng.cpu"] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        _atomic_write(tmp / OPTIMIZER_FILE, tensors)
+        atomic_write(tmp / OPTIMIZER_FILE, tensors)
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
-        _atomic_write(tmp / STATE_FILE, json.dumps(self.state() | {"param_groups": groups}, indent=2).encode())
+        atomic_write(tmp / STATE_FILE, json.dumps(self.state() | {"param_groups": groups}, indent=2).encode())
         for name, src in self.extra_files.items():
             shutil.copy2(src, tmp / name)
         old = self.out / (CHECKPOINT + ".old")
@@ -355,7 +379,7 @@ class Trainer:
         d = self.checkpoint_dir()
         state = json.loads((d / STATE_FILE).read_text())
         self._check_compatible(state, d / STATE_FILE)
-        from minimistral.hub import read_tensors
+        from minimistral.arch.hub import read_tensors
 
         with torch.no_grad():
             params = dict(self.model.named_parameters())

@@ -7,21 +7,23 @@ import torch
 import transformers
 
 import minimistral.distill
-from minimistral.cascade import (
+from minimistral.arch.config import TINY_CONFIGS
+from minimistral.arch.hub import from_pretrained, save_pretrained
+from minimistral.arch.model import Ministral3
+from minimistral.arch.params import count_parameters
+from minimistral.cascade.claims import tokens_to_match
+from minimistral.cascade.pipeline import (
     CHILDREN,
     STAGES,
     Cascade,
-    CascadeScale,
     Stage,
+    calibration,
+    child_slice,
+    prune_to,
     stage_named,
-    stream_slice,
     training_curve,
 )
-from minimistral.claims import tokens_to_match
-from minimistral.config import TINY_CONFIGS
-from minimistral.hub import from_pretrained, save_pretrained
-from minimistral.model import Ministral3
-from minimistral.params import count_parameters
+from minimistral.scales import CascadeScale
 
 MICRO = CascadeScale(
     short_steps=2, long_steps=1, batch_size=4, warmup_steps=1, calib_windows=4, eval_every=1, eval_batches=1,
@@ -72,18 +74,20 @@ def test_base_checkpoint_loads_in_transformers_with_the_same_logits(cascade):
 def test_each_stage_trains_on_its_own_slice_of_one_stream(cascade):
     data = cascade.data
     for kind, stream in (("short", data.short), ("long", data.long)):
-        slices = [stream_slice(Stage(c, kind), MICRO, data) for c in CHILDREN]
+        slices = [child_slice(c, kind, MICRO, data) for c in CHILDREN]
         n = slices[0].shape[0]
         for k, s in enumerate(slices):  # consecutive, disjoint: the stream is traversed once
             assert torch.equal(s, stream[k * n : (k + 1) * n])
     with pytest.raises(ValueError, match="stream has"):
-        stream_slice(Stage("tiny-3b", "short"), CascadeScale(short_steps=10**6, long_steps=1), data)
+        child_slice("tiny-3b", "short", CascadeScale(short_steps=10**6, long_steps=1), data)
 
 
 def test_each_child_is_pruned_from_the_previous_short_checkpoint(cascade):
-    assert cascade.source_of(Stage("tiny-14b", "init")) == cascade.parent_checkpoint
-    assert cascade.source_of(Stage("tiny-8b", "init")) == cascade.checkpoint(Stage("tiny-14b", "short"))
-    assert cascade.source_of(Stage("tiny-3b", "long")) == cascade.checkpoint(Stage("tiny-3b", "short"))
+    # tiny-8b Init is exactly tiny-14b Short pruned with tiny-8b's calibration windows (not the parent, not Base)
+    calib = calibration("tiny-8b", MICRO, cascade.data)
+    again = prune_to(from_pretrained(cascade.checkpoint(Stage("tiny-14b", "short"))), "tiny-8b", calib).state_dict()
+    init = from_pretrained(cascade.checkpoint(Stage("tiny-8b", "init"))).state_dict()
+    assert all(torch.equal(again[k], init[k]) for k in init)
     with pytest.raises(ValueError, match="unknown stage"):
         stage_named("tiny-5b-short")
 
@@ -135,8 +139,8 @@ def test_tokens_to_match_interpolates_between_validations():
 
 
 def test_claim_runs_see_exactly_the_budget_and_score_in_one_table(cascade):
-    from minimistral.cascade_report import Evaluator, claims_table, format_summary
-    from minimistral.claims import RUNS, budget_tokens, run_claims
+    from minimistral.cascade.claims import RUNS, budget_tokens, run_claims
+    from minimistral.cascade.report import Evaluator, claims_table, format_summary
 
     runs = run_claims(cascade)
     budget = budget_tokens(cascade)

@@ -9,7 +9,7 @@ from conftest import hf_model
 
 import minimistral
 from minimistral.cli import main
-from minimistral.tokenizer import load_tokenizer
+from minimistral.data.tokenizer import load_tokenizer
 
 
 def test_params_prints_the_family(capsys):

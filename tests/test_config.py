@@ -6,10 +6,10 @@ from transformers import Ministral3Config, MistralConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from minimistral import CONFIGS, ModelConfig, get_config
-from minimistral.params import count_parameters, parameter_breakdown
-from minimistral.rope import inverse_frequencies, query_temperature, yarn_attention_factor
+from minimistral.arch.params import count_parameters, parameter_breakdown
+from minimistral.arch.rope import inverse_frequencies, query_temperature, yarn_attention_factor
 
-FACTS_PARAMS = {  # FACTS.md section 1
+PAPER_PARAMS = {  # docs/paper.md §1
     "ministral-3-3b": 3_429_006_336,
     "ministral-3-8b": 8_489_553_920,
     "ministral-3-14b": 13_506_073_600,
@@ -17,10 +17,10 @@ FACTS_PARAMS = {  # FACTS.md section 1
 }
 
 
-@pytest.mark.parametrize("name", list(FACTS_PARAMS))
+@pytest.mark.parametrize("name", list(PAPER_PARAMS))
 def test_exact_parameter_counts(name):
-    assert count_parameters(CONFIGS[name]) == FACTS_PARAMS[name]
-    assert sum(parameter_breakdown(CONFIGS[name]).values()) == FACTS_PARAMS[name]
+    assert count_parameters(CONFIGS[name]) == PAPER_PARAMS[name]
+    assert sum(parameter_breakdown(CONFIGS[name]).values()) == PAPER_PARAMS[name]
 
 
 def test_tied_head_counted_once():
@@ -76,7 +76,7 @@ def test_config_rejects_bad_values():
 
 
 def test_tiny_family_keeps_the_real_shape():
-    from minimistral.config import TINY_CONFIGS, TINY_OF_REAL
+    from minimistral.arch.config import TINY_CONFIGS, TINY_OF_REAL
 
     t, r = TINY_CONFIGS, CONFIGS
     assert [c.num_hidden_layers for c in t.values()] == [8, 8, 7, 5]  # 40:40:34:26 rounded

@@ -18,34 +18,38 @@ import pytest
 import torch
 
 from minimistral import data
-from minimistral.data import (
+from minimistral.data.corpus import (
     BOS_ID,
     EOS_ID,
-    MATH_CURRICULUM,
     MIXTURE,
+    build_corpus,
+    format_report,
+    load_documents,
+    pack,
+    plan_mixture,
+    windows,
+)
+from minimistral.data.math_problems import (
+    MATH_CURRICULUM,
+    format_math,
+    iter_math,
+    math_answer,
+    math_prompt,
+    math_validation,
+)
+from minimistral.data.sources import (
     PROSE_FILES,
     SDIST,
     VALIDATION_DOCS,
     DataError,
-    build_corpus,
-    cache_root,
     clean_text,
     fetch_sdist,
-    format_math,
-    format_report,
-    iter_math,
-    load_documents,
     load_prose,
-    math_answer,
-    math_prompt,
-    math_validation,
-    pack,
-    plan_mixture,
     prose_dir,
     read_verified_manifest,
-    windows,
 )
-from minimistral.tokenizer import SPECIAL_TOKENS, load_tokenizer
+from minimistral.data.tokenizer import SPECIAL_TOKENS, load_tokenizer
+from minimistral.paths import cache_root
 
 # ----------------------------------------------------------------------------- no network
 
@@ -54,7 +58,7 @@ def test_cache_root(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIMISTRAL_CACHE", str(tmp_path))
     assert cache_root() == tmp_path
     monkeypatch.delenv("MINIMISTRAL_CACHE")
-    checkout = Path(data.__file__).resolve().parent.parent
+    checkout = Path(data.__file__).resolve().parents[2]
     assert cache_root() == checkout / "data" / "cache"  # this test runs from a checkout
 
 

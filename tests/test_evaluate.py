@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import minimistral
-from minimistral.data import windows
-from minimistral.evaluate import NGram, Score, baseline_scores, model_score, token_bytes, with_total
-from minimistral.tokenizer import train_tokenizer
+from minimistral.data.corpus import windows
+from minimistral.data.tokenizer import train_tokenizer
+from minimistral.evaluate.loss import Score, model_score, token_bytes, with_total
+from minimistral.evaluate.ngram import NGram, baseline_scores
 
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 20
 

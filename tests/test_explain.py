@@ -7,8 +7,9 @@ import torch
 from einops import rearrange
 
 import minimistral
-from minimistral import explain
-from minimistral.rope import inverse_frequencies, query_temperature, yarn_ramp
+from minimistral.arch import attention_maps
+from minimistral.arch.rope import inverse_frequencies, query_temperature, yarn_ramp
+from minimistral.show import explain
 
 REAL_3B = minimistral.CONFIGS["ministral-3-3b"]
 
@@ -70,7 +71,7 @@ def test_temperature_schedule_real_3b():
     assert s["edges"][0] == 0 and s["edges"][-1] == 262144 and len(s["edges"]) == len(s["tau"]) + 1 == 17
     tau = dict(zip(s["edges"][:-1].long().tolist(), s["tau"].tolist(), strict=True))
     assert tau[0] == 1.0
-    assert tau[16384] == pytest.approx(1.0693, abs=5e-5)  # FACTS.md section 1
+    assert tau[16384] == pytest.approx(1.0693, abs=5e-5)  # docs/paper.md §1
     assert tau[32768] == pytest.approx(1.1099, abs=5e-5)
     assert tau[131072] == pytest.approx(1.2197, abs=5e-5)
     assert s["tau"][-1].item() == pytest.approx(query_temperature(torch.tensor(262143.0), 0.1, 16384).item())
@@ -89,7 +90,7 @@ def test_kv_head_of_query_head():
 @pytest.mark.parametrize("layer", [0, 1])
 def test_attention_probabilities_rows_and_causality(tiny, layer):
     model, ids = tiny
-    p = explain.attention_probabilities(model, ids, layer)
+    p = attention_maps.attention_probabilities(model, ids, layer)
     cfg = model.config
     assert p.shape == (2, cfg.num_attention_heads, ids.shape[1], ids.shape[1])
     torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
@@ -101,9 +102,9 @@ def test_attention_probabilities_rows_and_causality(tiny, layer):
 @pytest.mark.parametrize("layer", [0, 1])
 def test_attention_probabilities_reproduce_model(tiny, layer):
     model, ids = tiny
-    p = explain.attention_probabilities(model, ids, layer)
-    v = explain.attention_inputs(model, ids, layer)["v"]  # [b, heads, t, d]
-    want = explain.attention_heads_output(model, ids, layer)  # the model's SDPA result
+    p = attention_maps.attention_probabilities(model, ids, layer)
+    v = attention_maps.attention_inputs(model, ids, layer)["v"]  # [b, heads, t, d]
+    want = attention_maps.attention_heads_output(model, ids, layer)  # the model's SDPA result
     torch.testing.assert_close(p @ v, want, rtol=0, atol=1e-5)
     # and o_proj of it is the layer's attention contribution to the residual stream
     attn = model.model.layers[layer].self_attn
@@ -115,13 +116,13 @@ def test_attention_probabilities_reproduce_model(tiny, layer):
 def test_attention_probabilities_temperature_matters(tiny):
     """Past the window the temperature sharpens the softmax; without it the rows differ."""
     model, ids = tiny
-    qkv = explain.attention_inputs(model, ids, 0)
+    qkv = attention_maps.attention_inputs(model, ids, 0)
     window = model.config.original_max_position_embeddings
     tau = qkv["temperature"]
     assert tau[:window].eq(1).all() and tau[window:].gt(1).all()
     plain = minimistral.Ministral3(model.config.replace(llama_4_scaling_beta=None)).eval()
     plain.load_state_dict(model.state_dict())
-    p, p_plain = (explain.attention_probabilities(m, ids, 0) for m in (model, plain))
+    p, p_plain = (attention_maps.attention_probabilities(m, ids, 0) for m in (model, plain))
     torch.testing.assert_close(p[:, :, :window], p_plain[:, :, :window])
     assert (p[:, :, window:] - p_plain[:, :, window:]).abs().max() > 1e-4
 
@@ -131,10 +132,10 @@ def test_attention_probabilities_sliding_window():
     cfg = explain.demo_config(sliding_window=8, num_hidden_layers=1)
     model = minimistral.Ministral3(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (1, 40))
-    p = explain.attention_probabilities(model, ids, 0)
+    p = attention_maps.attention_probabilities(model, ids, 0)
     assert p.tril(-8).abs().max().item() == 0.0
-    v = explain.attention_inputs(model, ids, 0)["v"]
-    torch.testing.assert_close(p @ v, explain.attention_heads_output(model, ids, 0), rtol=0, atol=1e-5)
+    v = attention_maps.attention_inputs(model, ids, 0)["v"]
+    torch.testing.assert_close(p @ v, attention_maps.attention_heads_output(model, ids, 0), rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- parameters, round trip
@@ -163,16 +164,17 @@ def test_attention_entropy():
     t = 6
     uniform = torch.tril(torch.ones(t, t))
     uniform = uniform / uniform.sum(-1, keepdim=True)  # row i uniform over i + 1 keys
-    torch.testing.assert_close(explain.attention_entropy(uniform), torch.log(torch.arange(1, t + 1).float()))
+    torch.testing.assert_close(attention_maps.attention_entropy(uniform), torch.log(torch.arange(1, t + 1).float()))
     one_hot = torch.eye(t)[None]  # [1, t, t]
-    assert explain.attention_entropy(one_hot).abs().max().item() == 0.0
+    assert attention_maps.attention_entropy(one_hot).abs().max().item() == 0.0
 
 
 def test_temperature_lowers_entropy_past_window(tiny):
     model, ids = tiny
     plain = minimistral.Ministral3(model.config.replace(llama_4_scaling_beta=None)).eval()
     plain.load_state_dict(model.state_dict())
-    h, h_plain = (explain.attention_entropy(explain.attention_probabilities(m, ids, 0)) for m in (model, plain))
+    probs = (attention_maps.attention_probabilities(m, ids, 0) for m in (model, plain))
+    h, h_plain = (attention_maps.attention_entropy(p) for p in probs)
     window = model.config.original_max_position_embeddings
     torch.testing.assert_close(h[..., :window], h_plain[..., :window])
     assert (h_plain - h)[..., window:].mean() > 0

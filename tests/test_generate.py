@@ -6,7 +6,7 @@ from conftest import hf_model
 from test_parity import ours_from
 
 import minimistral
-from minimistral.generate import sample_next
+from minimistral.arch.generate import sample_next
 
 
 @pytest.mark.parametrize("kind,kw", [("ministral3", {}), ("mistral", dict(yarn=False, sliding_window=20))])

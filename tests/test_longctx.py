@@ -11,29 +11,31 @@ import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
 
-from minimistral.config import TINY_CONFIGS, TINY_WINDOW, ModelConfig
-from minimistral.data import Corpus, pack, to_dataset, tokenize
-from minimistral.evaluate import model_score
-from minimistral.generate import generate
-from minimistral.longctx import (
+from minimistral.arch.config import TINY_CONFIGS, TINY_WINDOW, ModelConfig
+from minimistral.arch.generate import generate
+from minimistral.arch.model import Ministral3
+from minimistral.arch.rope import inverse_frequencies, rope_frequencies
+from minimistral.data.corpus import Corpus, pack, to_dataset, tokenize
+from minimistral.data.tokenizer import BOS_ID, EOS_ID, Tokenizer, load_tokenizer, read_tokenizer_json, train_tokenizer
+from minimistral.evaluate.loss import model_score
+from minimistral.longctx.passkey import (
     FILLER,
     NEEDLE,
     QUESTION,
     filler_sentences,
-    frequency_ratios,
-    long_context_teacher,
-    long_documents,
     passkey_accuracy,
     passkey_examples,
     passkey_scores,
+)
+from minimistral.longctx.positions import attention_entropy as mean_attention_entropy
+from minimistral.longctx.positions import (
+    frequency_ratios,
+    long_context_teacher,
+    long_documents,
     position_bucket_loss,
     rescaled,
     with_position_scaling,
 )
-from minimistral.longctx import attention_entropy as mean_attention_entropy
-from minimistral.model import Ministral3
-from minimistral.rope import inverse_frequencies, rope_frequencies
-from minimistral.tokenizer import BOS_ID, EOS_ID, Tokenizer, load_tokenizer, read_tokenizer_json, train_tokenizer
 
 PARENT = TINY_CONFIGS["tiny-24b"]  # plain RoPE, window 256
 PROSE_TRAIN = "Shall I compare thee to a summer's day? Thou art more lovely and more temperate. " * 30

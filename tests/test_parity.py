@@ -6,7 +6,7 @@ from conftest import hf_model
 
 import minimistral
 from minimistral import ModelConfig
-from minimistral.model import Ministral3
+from minimistral.arch.model import Ministral3
 
 TOL = 1e-4
 
@@ -49,7 +49,7 @@ def test_logits_match_transformers(case):
 
 
 def test_temperature_takes_several_values_in_parity_sequences():
-    from minimistral.rope import query_temperature
+    from minimistral.arch.rope import query_temperature
 
     temps = query_temperature(torch.arange(72).float(), 0.1, 16).unique()
     assert len(temps) >= 3

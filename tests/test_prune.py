@@ -6,14 +6,14 @@ import torch.nn.functional as F
 
 import minimistral
 from minimistral import ModelConfig
-from minimistral.prune import (
+from minimistral.evaluate.loss import mean_loss
+from minimistral.prune.baselines import counterfactual_scores
+from minimistral.prune.heuristics import (
     LAYER_SCORES,
     block_io_scores,
-    counterfactual_scores,
     ffn_activation_importance,
     keep_top,
     layer_scores,
-    mean_loss,
     norm_gains,
     pca_rotation,
     prune,
@@ -299,8 +299,8 @@ def test_prune_cli_on_a_transformers_checkpoint(tmp_path, capsys):
 
 def test_prune_cli_tie_and_low_memory(tmp_path, capsys):
     """--tie gives a tied child; --low-memory gives the in-memory path's weights, one layer at a time."""
+    from minimistral.arch.params import count_parameters
     from minimistral.cli import main
-    from minimistral.params import count_parameters
 
     src, calib = hf_checkpoint(tmp_path)
     argv = ["prune", "--checkpoint", str(src), "--layers", "3", "--hidden", "32", "--ffn", "64", "--tie",
@@ -324,7 +324,7 @@ def test_prune_cli_tie_and_low_memory(tmp_path, capsys):
 # ----------------------------------------------------------------------------- the study
 def tiny_parent():
     """A random model of the tiny parent's shape (tiny-24b)."""
-    from minimistral.config import TINY_CONFIGS
+    from minimistral.arch.config import TINY_CONFIGS
 
     torch.manual_seed(0)
     return minimistral.Ministral3(TINY_CONFIGS["tiny-24b"]).eval()
@@ -332,9 +332,9 @@ def tiny_parent():
 
 def test_study_prunes_each_target_to_its_exact_parameter_count():
     """tiny-3b is tied: Algorithm 2 in the study ties the pruned model's head, whatever the recipe."""
-    from minimistral.config import TINY_CONFIGS
-    from minimistral.params import count_parameters
-    from minimistral.prune_study import StudyData, full_table
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.params import count_parameters
+    from minimistral.prune.study import StudyData, full_table
 
     g = torch.Generator().manual_seed(0)
     windows = torch.randint(0, 4096, (2, 33), generator=g)
@@ -348,7 +348,8 @@ def test_study_prunes_each_target_to_its_exact_parameter_count():
 
 
 def test_study_writes_each_table_when_it_is_done(tmp_path):
-    from minimistral.prune_study import read_csv, write_tables
+    from minimistral.files import read_csv
+    from minimistral.prune.study import write_tables
 
     def interrupted():
         raise KeyboardInterrupt

@@ -12,10 +12,10 @@ from test_prune import IDS, batches, logits, model
 
 import minimistral
 from minimistral import ModelConfig
+from minimistral.arch.hub import INDEX
 from minimistral.errors import CheckpointError
-from minimistral.hub import INDEX
-from minimistral.prune import prune
-from minimistral.prune_streaming import CheckpointReader, prune_checkpoint, should_stream
+from minimistral.prune.heuristics import prune
+from minimistral.prune.streaming import CheckpointReader, prune_checkpoint, should_stream
 
 SHAPE = {"num_layers": 2, "hidden_size": 32, "intermediate_size": 64}
 
@@ -111,8 +111,8 @@ MEASURE = textwrap.dedent(
     """
     import sys, torch
     import minimistral
-    from minimistral.prune import prune
-    from minimistral.prune_streaming import prune_checkpoint
+    from minimistral.prune.heuristics import prune
+    from minimistral.prune.streaming import prune_checkpoint
     src, out, path = sys.argv[1:4]
     g = torch.Generator().manual_seed(0)
     calib = [torch.randint(0, 4096, (4, 128), generator=g) for _ in range(2)]

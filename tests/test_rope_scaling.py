@@ -9,10 +9,10 @@ from transformers import Ministral3Config, Ministral3ForCausalLM, MistralConfig,
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from minimistral import ModelConfig
-from minimistral.config import CONFIGS, TINY_CONFIGS
+from minimistral.arch.config import CONFIGS, TINY_CONFIGS
+from minimistral.arch.model import Ministral3
+from minimistral.arch.rope import inverse_frequencies, rope_frequencies
 from minimistral.errors import CheckpointError
-from minimistral.model import Ministral3
-from minimistral.rope import inverse_frequencies, rope_frequencies
 
 TOL = 1e-4
 FACTOR = 4.0

@@ -9,17 +9,19 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
 
-from minimistral.config import ModelConfig
-from minimistral.data import Corpus, format_math, math_prompt, pack
-from minimistral.generate import generate
-from minimistral.model import Ministral3
-from minimistral.tasks import (
+from minimistral.arch.config import ModelConfig
+from minimistral.arch.generate import generate
+from minimistral.arch.model import Ministral3
+from minimistral.data.corpus import Corpus, pack
+from minimistral.data.math_problems import format_math, math_prompt
+from minimistral.data.tokenizer import BOS_ID, EOS_ID, load_tokenizer, read_tokenizer_json, train_tokenizer
+from minimistral.evaluate.loss import continuation_logprobs
+from minimistral.evaluate.tasks import (
     ClozeExample,
     answer_is_complete,
     cloze_accuracy,
     cloze_examples,
     cloze_scores,
-    continuation_logprobs,
     format_task_table,
     grade_math,
     greedy_until,
@@ -28,7 +30,6 @@ from minimistral.tasks import (
     math_problems,
     task_table,
 )
-from minimistral.tokenizer import BOS_ID, EOS_ID, load_tokenizer, read_tokenizer_json, train_tokenizer
 
 SONNET_18 = """Shall I compare thee to a summer's day?
 Thou art more lovely and more temperate:

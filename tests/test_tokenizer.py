@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tokenizers import pre_tokenizers
 
-from minimistral.tokenizer import (
+from minimistral.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     SPECIAL_TOKENS,

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from minimistral.config import ModelConfig
-from minimistral.rope import RotaryEmbedding, apply_rotary
+from minimistral.arch.config import ModelConfig
+from minimistral.arch.rope import RotaryEmbedding, apply_rotary
 
 
 class RMSNorm(nn.Module):
@@ -192,10 +192,14 @@ class Ministral3(nn.Module):
         self.config = cfg
         self.model = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        if cfg.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight  # one matrix, counted once
+        self.tie_weights()
         if self.lm_head.weight.device.type != "meta":
             self.init_weights()
+
+    def tie_weights(self) -> None:
+        """With ``tie_word_embeddings``, the head *is* the embedding matrix: one parameter, counted once."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def init_weights(self, std: float = 0.02) -> None:
         """N(0, std) for every matrix, ones for norm gains (transformers' initialisation), except
@@ -220,6 +224,30 @@ class Ministral3(nn.Module):
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def skeleton(cfg: ModelConfig) -> Ministral3:
+    """The model on PyTorch's meta device: every parameter has its real shape and no storage (nothing initialised)."""
+    with torch.device("meta"):
+        return Ministral3(cfg)
+
+
+def assemble(cfg: ModelConfig, state: dict[str, torch.Tensor], clone: bool = True) -> Ministral3:
+    """A model of ``cfg`` whose parameters are the tensors of ``state`` (cloned unless ``clone=False``).
+
+    The one way a model is made from existing tensors (loading, pruning, rescaling positions): a
+    :func:`skeleton`, the tensors assigned in place of its meta parameters, the head re-tied. A
+    tied config ignores ``state``'s ``lm_head.weight``; a parameter ``state`` lacks is an error.
+    """
+    model = skeleton(cfg)
+    tied = "lm_head.weight" if cfg.tie_word_embeddings else None
+    state = {k: v.detach().clone() if clone else v for k, v in state.items() if k != tied}
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    missing = [k for k, p in model.named_parameters() if p.device.type == "meta"]
+    if missing:
+        raise RuntimeError(f"no tensor for {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
+    return model
 
 
 def default_device() -> torch.device:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from minimistral.tokenizer import Tokenizer
+from minimistral.data.tokenizer import Tokenizer
 
 # Light, distinguishable fills for neighbouring tokens.
 TOKEN_COLOURS = ("#fde2a6", "#b9e3f5", "#cdeccb", "#f7c6d9", "#ddd3f2", "#f9d3b4")

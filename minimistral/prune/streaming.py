@@ -36,36 +36,39 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from minimistral.config import ModelConfig
+from minimistral.arch.config import ModelConfig
+from minimistral.arch.hub import INDEX, SINGLE, load_config, text_name, weight_files
+from minimistral.arch.model import Block, RMSNorm, skeleton
+from minimistral.arch.params import count_parameters
+from minimistral.arch.rope import RotaryEmbedding
 from minimistral.errors import CheckpointError
-from minimistral.hub import INDEX, SINGLE, _atomic_write, load_config, text_name, weight_files
-from minimistral.model import Block, RMSNorm
-from minimistral.params import count_parameters, meta_model
-from minimistral.prune import (
+from minimistral.evaluate.loss import next_token_nll
+from minimistral.files import atomic_write
+from minimistral.prune.baselines import (
+    greedy_removal_order,
+    magnitude,
+    random_layer_scores,
+    removal_order_scores,
+    single_removal_losses,
+)
+from minimistral.prune.calibrate import Probe, hooks
+from minimistral.prune.heuristics import (
     IO_SCORES,
     PER_SITE_GAIN,
     BlockIO,
     FfnActivation,
-    Probe,
     SecondMoment,
     SiteEnergy,
     check_layer_score,
     fold_block_gains,
-    greedy_removal_order,
-    hooks,
     keep_top,
-    magnitude,
     norm_gains,
     pca_rotation,
-    random_layer_scores,
-    removal_order_scores,
     rotate_block,
     rotate_ends,
-    single_removal_losses,
     slice_ffn_tensor,
     slice_hidden_tensor,
 )
-from minimistral.rope import RotaryEmbedding
 
 STORED_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 IN_MEMORY_PEAK = 5  # the in-memory path's peak, in model sizes, with headroom (measured: up to 3.9; see should_stream)
@@ -93,7 +96,7 @@ class CheckpointReader:
         self.dtype = dtype or STORED_DTYPES.get(next(iter(shapes.values()))[1], torch.float32)
 
     def _check_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        expected = {name: tuple(p.shape) for name, p in meta_model(self.config).named_parameters()}
+        expected = {name: tuple(p.shape) for name, p in skeleton(self.config).named_parameters()}
         found = {}
         for name, (stored, file) in self.where.items():
             if name not in expected:
@@ -256,16 +259,13 @@ def run_blocks(
 
 @torch.no_grad()
 def streamed_loss(sm: StreamedModel, windows: list[torch.Tensor], skip: frozenset[int] = frozenset()) -> float:
-    """``prune.mean_loss`` on the streamed model with the blocks ``skip`` removed; windows ``[b, T+1]``."""
+    """``evaluate.loss.mean_loss`` on the streamed model with the blocks ``skip`` removed; windows ``[b, T+1]``."""
     h = run_blocks(sm, [w[:, :-1] for w in windows], skip=skip)
     norm, head = sm.final_norm(), sm.ends["lm_head.weight"]
-    total, count = 0.0, 0
-    for x, w in zip(h, windows, strict=True):
-        w = w.to(sm.reader.device)
-        logits = F.linear(norm(x), head).float()  # [b, T, vocab]
-        total += F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
-        count += w[:, 1:].numel()
-    return total / count
+    losses = [
+        next_token_nll(F.linear(norm(x), head), w[:, 1:].to(sm.reader.device)) for x, w in zip(h, windows, strict=True)
+    ]
+    return torch.cat([x.flatten() for x in losses]).mean().item()  # the same mean as evaluate.mean_loss
 
 
 def streamed_layer_scores(
@@ -330,7 +330,7 @@ def write_streamed(sm: StreamedModel, out: str | os.PathLike) -> Path:
     def write(name: str, state: dict[str, torch.Tensor]) -> None:
         nonlocal total
         state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        _atomic_write(d / name, state)
+        atomic_write(d / name, state)
         weight_map.update(dict.fromkeys(state, name))
         total += sum(t.numel() * t.element_size() for t in state.values())
 
@@ -343,9 +343,9 @@ def write_streamed(sm: StreamedModel, out: str | os.PathLike) -> Path:
         last["lm_head.weight"] = ends["lm_head.weight"]
     write(names[-1], last)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    _atomic_write(d / INDEX, json.dumps(index, indent=2).encode())
+    atomic_write(d / INDEX, json.dumps(index, indent=2).encode())
     config = sm.config.to_hf_dict() | {"dtype": str(sm.reader.dtype).removeprefix("torch.")}
-    _atomic_write(d / "config.json", json.dumps(config, indent=2).encode())
+    atomic_write(d / "config.json", json.dumps(config, indent=2).encode())
     for stale in [*d.glob("model*.safetensors"), d / SINGLE]:
         if stale.exists() and stale.name not in names:
             stale.unlink()

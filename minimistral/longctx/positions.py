@@ -20,23 +20,19 @@ This module holds what the stage and its notebook need:
 
 from __future__ import annotations
 
-import random
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tokenizers import Tokenizer as HFTokenizer
 
-from minimistral.config import TINY_WINDOW, ModelConfig
-from minimistral.data import PROSE_FILES, Corpus, pack, tokenize, windows
-from minimistral.explain import attention_entropy as row_entropy
-from minimistral.explain import attention_probabilities
-from minimistral.model import Ministral3
-from minimistral.rope import inverse_frequencies, rope_frequencies
-from minimistral.tokenizer import Tokenizer
+from minimistral.arch.attention_maps import attention_entropy as row_entropy
+from minimistral.arch.attention_maps import attention_probabilities
+from minimistral.arch.config import TINY_WINDOW, ModelConfig
+from minimistral.arch.model import Ministral3, assemble
+from minimistral.arch.rope import inverse_frequencies, rope_frequencies
+from minimistral.data.corpus import Corpus, pack, tokenize, windows
+from minimistral.data.sources import PROSE_FILES
+from minimistral.evaluate.loss import token_losses
 
 METHODS = ("none", "linear", "yarn", "window")
 TEMPERATURE_BETA = 0.1  # llama_4_scaling_beta of every Ministral 3 model (paper section 2)
@@ -90,12 +86,7 @@ def rescaled(model: Ministral3, share: bool = False, **scaling) -> Ministral3:
     """
     cfg = with_position_scaling(model.config, **scaling)
     w = model.lm_head.weight
-    with torch.device("meta"):
-        new = Ministral3(cfg)
-    state = {k: v if share else v.detach().clone() for k, v in model.state_dict().items()}
-    new.load_state_dict(state, assign=True)
-    if cfg.tie_word_embeddings:
-        new.lm_head.weight = new.model.embed_tokens.weight  # one matrix, as Ministral3 ties it
+    new = assemble(cfg, model.state_dict(), clone=not share)
     return new.to(device=w.device, dtype=w.dtype).train(model.training)
 
 
@@ -143,21 +134,6 @@ def spread(windows: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- loss by position
-@torch.no_grad()
-def token_losses(model: Ministral3, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    r"""$-\ln p(x_{t+1} \mid x_{\le t})$ for every window and position: ``[n, T + 1]`` -> ``[n, T]`` (fp32, cpu)."""
-    if windows.ndim != 2 or windows.shape[1] < 2:
-        raise ValueError(f"windows must be [n, T + 1] with T >= 1, got shape {tuple(windows.shape)}")
-    model.eval()
-    device = model.lm_head.weight.device
-    out = []
-    for w in windows.split(batch_size):
-        w = w.to(device)
-        logits = model(w[:, :-1]).float()  # [b, T, vocab]
-        out.append(F.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none").cpu())  # [b, T]
-    return torch.cat(out)
-
-
 def position_bucket_loss(
     model: Ministral3, windows: torch.Tensor, bucket: int = 128, batch_size: int = 8
 ) -> torch.Tensor:
@@ -212,189 +188,6 @@ def compare_variants(
 ) -> dict[str, torch.Tensor]:
     """``position_bucket_loss`` of each teacher variant of ``parent`` on the same windows."""
     return {name: position_bucket_loss(long_context_teacher(parent, name), windows, bucket) for name in variants}
-
-
-# ----------------------------------------------------------------------------- passkey retrieval
-# The classic filler of the passkey test (Mohtashami & Jaggi 2023): predictable, key-free, and
-# with no content that could answer the question.
-FILLER = (
-    "The grass is green.",
-    "The sky is blue.",
-    "The sun is yellow.",
-    "Here we go.",
-    "There and back again.",
-)
-NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
-QUESTION = "What is the pass key? The pass key is"
-
-
-@dataclass(frozen=True)
-class PasskeyExample:
-    """One prompt and its answer: ``ids[:answer_start]`` is the prompt, the rest is `` {key}``.
-
-    ``decoy_ids`` is the same sequence with another key in the needle (every digit shifted
-    by 5) but the same answer: the control that tells retrieval from a lucky guess.
-    """
-
-    ids: torch.Tensor  # [T] long: <s> filler, needle, filler, question, " " + key digits
-    decoy_ids: torch.Tensor  # [T'] long: the same with `decoy_key` in the needle
-    key: str
-    decoy_key: str
-    needle_start: int  # token index of the needle's first token
-    question_start: int
-    answer_start: int
-    key_start: int  # first digit (after the space token)
-    filler_tokens: int  # tokens of filler on both sides of the needle
-
-
-def _encode(tokenizer: Tokenizer | HFTokenizer, text: str) -> list[int]:
-    """Token ids without BOS from either tokenizer type (``load_tokenizer`` or ``Corpus.tokenizer``)."""
-    if isinstance(tokenizer, Tokenizer):
-        return tokenizer.encode(text, bos=False)
-    return tokenizer.encode(text, add_special_tokens=False).ids
-
-
-def filler_sentences(text: str) -> list[str]:
-    """Prose as filler: ``text`` split into sentences, whitespace collapsed (verse lines run together)."""
-    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?;])\s+", text)]
-    return [s for s in sentences if s]
-
-
-def _fill(units: list[list[int]], budget: int, start: int) -> list[list[int]]:
-    """As many filler sentences as fit in ``budget`` tokens, cycling from sentence ``start``."""
-    chosen: list[list[int]] = []
-    cap = budget + 1  # bounds the loop even for sentences that encode to nothing
-    while len(chosen) < cap:
-        unit = units[(start + len(chosen)) % len(units)]
-        if len(unit) > budget:
-            break
-        budget -= len(unit)
-        chosen.append(unit)
-    return chosen
-
-
-def passkey_examples(
-    tokenizer: Tokenizer | HFTokenizer,
-    length: int,
-    depth: float,
-    n: int,
-    seed: int = 0,
-    filler: Sequence[str] = FILLER,
-) -> list[PasskeyExample]:
-    """``n`` prompts of at most ``length`` tokens (answer included) with the key at relative ``depth``.
-
-    Each is ``<s>`` + filler sentences, ``NEEDLE`` (a random 5-digit key) after a fraction
-    ``depth`` (0 = first, 1 = last) of them, more filler, ``QUESTION``, then `` {key}``. The
-    filler cycles through ``filler`` (example i starts at a seeded random sentence), and as
-    many sentences are used as fit: the total is ``length`` minus less than one sentence.
-    Pieces are encoded separately and joined at spaces, where the pre-tokenizer splits anyway,
-    so the ids are those of the whole text and every index above is exact.
-    """
-    if not 0 <= depth <= 1:
-        raise ValueError(f"depth must be in [0, 1], got {depth}")
-    if n < 1 or not filler:
-        raise ValueError(f"need n >= 1 and a non-empty filler, got n={n}, {len(filler)} sentences")
-    bos = tokenizer.bos_id if isinstance(tokenizer, Tokenizer) else tokenizer.token_to_id("<s>")
-    rng = random.Random(seed)
-    question = _encode(tokenizer, " " + QUESTION)
-    units = [_encode(tokenizer, " " + s) for s in filler]  # every sentence after a space
-    examples = []
-    for _ in range(n):
-        key = str(rng.randrange(10_000, 100_000))
-        decoy = "".join(str((int(c) + 5) % 10) for c in key)  # differs from the key in every digit
-        needle, answer = _encode(tokenizer, " " + NEEDLE.format(key=key)), _encode(tokenizer, " " + key)
-        budget = length - 1 - len(needle) - len(question) - len(answer)
-        if budget < 0:
-            raise ValueError(f"length {length} is too short for the needle, question and answer")
-        chosen = _fill(units, budget, rng.randrange(len(units)))
-        k = round(depth * len(chosen))
-        before, after = [t for u in chosen[:k] for t in u], [t for u in chosen[k:] for t in u]
-        prompt = [bos, *before, *needle, *after, *question]
-        decoy_needle = _encode(tokenizer, " " + NEEDLE.format(key=decoy))
-        examples.append(
-            PasskeyExample(
-                ids=torch.tensor(prompt + answer),
-                decoy_ids=torch.tensor([bos, *before, *decoy_needle, *after, *question, *answer]),
-                key=key,
-                decoy_key=decoy,
-                needle_start=1 + len(before),
-                question_start=len(prompt) - len(question),
-                answer_start=len(prompt),
-                key_start=len(prompt) + len(answer) - len(_encode(tokenizer, key)),
-                filler_tokens=len(before) + len(after),
-            )
-        )
-    return examples
-
-
-def _answer_logprobs(model: Ministral3, sequences: Sequence[torch.Tensor], answer_len: int) -> torch.Tensor:
-    """Log-probabilities before each of the last ``answer_len`` tokens: ``[n, answer_len, vocab]`` (fp32, cpu)."""
-    device = model.lm_head.weight.device
-    # right padding is harmless: causal attention never lets a position see later ones
-    ids = torch.nn.utils.rnn.pad_sequence(list(sequences), batch_first=True).to(device)  # [n, T]
-    ends = torch.tensor([len(s) for s in sequences], device=device)  # [n]
-    rows = ends[:, None] - answer_len - 1 + torch.arange(answer_len, device=device)  # [n, a]
-    h = model.model(ids)  # [n, T, hidden]
-    h = h.gather(1, rows[..., None].expand(-1, -1, h.shape[-1]))  # [n, a, hidden]
-    return model.lm_head(h).float().log_softmax(-1).cpu()  # [n, a, vocab]
-
-
-PASSKEY_METRICS = ("exact", "digits", "first", "logprob", "gain")
-
-
-@torch.no_grad()
-def passkey_scores(model: Ministral3, examples: Sequence[PasskeyExample]) -> dict[str, torch.Tensor]:
-    r"""Per example ``[n]``: each of ``PASSKEY_METRICS``, from teacher-forced passes.
-
-    - ``exact``: greedy decoding writes the key iff every answer token is the argmax given
-      the correct ones before it, so this is greedy exact match (each digit is its own token,
-      so no other token string spells the key).
-    - ``digits``: fraction of key digits that are the argmax (chance ~1/10); ``first``: the
-      first digit alone (retrieval proper: later digits can be copied once it is given).
-    - ``logprob``: $\frac{1}{5}\sum_j \ln p(k_j \mid \text{prompt}, k_{<j})$.
-    - ``gain``: the same minus its value on ``decoy_ids`` (needle holding another key, same
-      answer): how many nats per digit the needle contributes. 0 for a model that ignores
-      the needle whatever its prior over digits; positive once it copies from it.
-    """
-    model.eval()
-    answer_len = len(examples[0].ids) - examples[0].answer_start
-    if any(len(e.ids) - e.answer_start != answer_len for e in examples):
-        raise ValueError("examples: answers of different token lengths cannot be scored together")
-    targets = torch.stack([e.ids[e.answer_start :] for e in examples])  # [n, a]: " " then the digits
-    digit = examples[0].key_start - examples[0].answer_start  # first digit among the answer tokens
-    logp = _answer_logprobs(model, [e.ids for e in examples], answer_len)  # [n, a, vocab]
-    decoy = _answer_logprobs(model, [e.decoy_ids for e in examples], answer_len)  # [n, a, vocab]
-    hit = logp.argmax(-1) == targets  # [n, a]
-    true_lp = logp.gather(-1, targets[..., None])[..., 0]  # [n, a]
-    decoy_lp = decoy.gather(-1, targets[..., None])[..., 0]  # [n, a]
-    return {
-        "exact": hit.all(-1).float(),
-        "digits": hit[:, digit:].float().mean(-1),
-        "first": hit[:, digit].float(),
-        "logprob": true_lp[:, digit:].mean(-1),
-        "gain": (true_lp - decoy_lp)[:, digit:].mean(-1),
-    }
-
-
-def passkey_accuracy(
-    model: Ministral3,
-    tokenizer: Tokenizer | HFTokenizer,
-    lengths: Sequence[int],
-    depths: Sequence[float],
-    n: int = 20,
-    seed: int = 0,
-    filler: Sequence[str] = FILLER,
-) -> dict[str, torch.Tensor]:
-    """Passkey retrieval (Mohtashami & Jaggi 2023) over a grid: each of ``PASSKEY_METRICS``
-    averaged over ``n`` examples, as a ``[len(lengths), len(depths)]`` table. The paper reports no
-    long-context benchmark (FACTS.md section 5); this is the standard synthetic one."""
-    grid = {k: torch.zeros(len(lengths), len(depths)) for k in PASSKEY_METRICS}
-    for i, length in enumerate(lengths):
-        for j, depth in enumerate(depths):
-            scores = passkey_scores(model, passkey_examples(tokenizer, length, depth, n, seed, filler))
-            for k, v in scores.items():
-                grid[k][i, j] = v.mean()
-    return grid
 
 
 # ----------------------------------------------------------------------------- attention entropy

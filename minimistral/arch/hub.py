@@ -11,21 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from minimistral.config import ModelConfig
+from minimistral.arch.config import ModelConfig
+from minimistral.arch.model import Ministral3, skeleton
 from minimistral.errors import CheckpointError
-from minimistral.model import Ministral3
+from minimistral.files import atomic_write
 
 log = logging.getLogger("minimistral")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -133,8 +130,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     """
     cfg = load_config(path)
     device = torch.device(device or "cpu")
-    with torch.device("meta"):
-        model = Ministral3(cfg)
+    model = skeleton(cfg)
     expected = {name: p for name, p in model.named_parameters()}  # tied head appears once
     tied_head = "lm_head.weight" if cfg.tie_word_embeddings else None
     loaded: set[str] = set()
@@ -155,8 +151,7 @@ def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, d
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CheckpointError(f"{path}: missing tensor {missing[0]!r}{more}")
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
+    model.tie_weights()
     return model.eval()
 
 
@@ -193,7 +188,7 @@ def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: 
     config = model.config.to_hf_dict() | {"dtype": str(next(iter(state.values())).dtype).removeprefix("torch.")}
     files["config.json"] = json.dumps(config, indent=2).encode()
     for name, content in files.items():
-        _atomic_write(d / name, content)
+        atomic_write(d / name, content)
     for stale in list(d.glob("model*.safetensors")) + list(d.glob(INDEX)):
         if stale.name not in files:
             stale.unlink()
@@ -211,21 +206,3 @@ def _shard(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[s
         shards[-1][k] = t
         size += nbytes
     return shards
-
-
-def _atomic_write(file: Path, content: bytes | dict) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``file``."""
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
-    try:
-        if isinstance(content, dict):
-            save_file(content, tmp, metadata={"format": "pt"})
-        else:
-            Path(tmp).write_bytes(content)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -312,7 +312,7 @@ def _real(layers: int, hidden: int, ffn: int, tied: bool, theta: float, yarn: bo
     )  # fmt: skip
 
 
-# FACTS.md section 1 / paper Table 1; rope values from the released configs.
+# docs/paper.md §1 / paper Table 1; rope values from the released configs.
 CONFIGS: dict[str, ModelConfig] = {
     "ministral-3-3b": _real(26, 3072, 9216, True, 1e6),
     "ministral-3-8b": _real(34, 4096, 14336, False, 1e6),

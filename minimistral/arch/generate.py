@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from minimistral.model import Ministral3
+from minimistral.arch.model import Ministral3
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
@@ -34,12 +36,15 @@ def generate(
     top_p: float = 1.0,
     seed: int | None = None,
     eos_token_id: int | None = None,
+    stop: Callable[[list[int]], bool] | None = None,
 ) -> torch.Tensor:
     """Continue ``input_ids [batch, seq]`` by up to ``max_new_tokens``; returns ``[batch, seq + new]``.
 
     The prompt is encoded once (prefill); each new token then costs one forward pass
     of length 1 against the cache. With ``eos_token_id``, a finished row is padded
     with it and generation stops when every row has finished (as transformers does).
+    ``stop(new tokens of a row)`` finishes a row too, after the token that made it hold
+    (a stop string, say); later tokens of that row are EOS if ``eos_token_id`` is given.
     """
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -61,6 +66,11 @@ def generate(
             token = token.masked_fill(finished, eos_token_id)
             finished |= token == eos_token_id
         out.append(token[:, None])
+        if stop is not None:
+            new = torch.cat(out[1:], dim=1).tolist()  # [batch][step + 1]
+            finished |= torch.tensor(
+                [not done and stop(row) for row, done in zip(new, finished.tolist(), strict=True)], device=device
+            )
         if step == max_new_tokens - 1 or finished.all():
             break
         logits = model(token[:, None], cache, last_only=True)[:, -1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minimistral.config import ModelConfig
+from minimistral.arch.config import ModelConfig
 
 
 def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:

@@ -17,8 +17,6 @@ once on the parent (``layer_rankings``) and every layer cut of a table reuses it
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,21 +24,23 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from minimistral.config import TINY_CONFIGS
-from minimistral.hub import _atomic_write
-from minimistral.model import Ministral3
-from minimistral.prune import (
+from minimistral.arch.config import TINY_CONFIGS
+from minimistral.arch.model import Ministral3
+from minimistral.evaluate.loss import mean_loss
+from minimistral.files import write_csv
+from minimistral.paths import results_dir
+from minimistral.prune.heuristics import (
     FFN_SCORES,
     HIDDEN_METHODS,
     LAYER_SCORES,
     LOSS_SCORES,
     keep_top,
     layer_scores,
-    mean_loss,
     prune_ffn,
     prune_hidden,
     select_layers,
 )
+from minimistral.scales import PruneStudyScale, get_scale
 
 TARGETS = ("tiny-14b", "tiny-8b", "tiny-3b")
 STEPS = {"layers": LAYER_SCORES, "hidden": HIDDEN_METHODS, "ffn": FFN_SCORES}
@@ -171,38 +171,11 @@ def _row(target, step, size, method, pruned: Ministral3, parent: Ministral3, dat
     }
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Write rows atomically as CSV (floats to 5 significant digits)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: f"{v:.5g}" if isinstance(v, float) else v for k, v in r.items()})
-    _atomic_write(path, buf.getvalue().encode())
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 # ----------------------------------------------------------------------------- the study
-@dataclass(frozen=True)
-class StudyScale:
-    calib_windows: int  # training windows for calibration
-    val_per_source: int  # held-out windows per source for the loss
-    points: int  # sizes per dimension in the ratio sweep
-    batch_size: int = 16
-
-
-STUDY_SCALES = {"ci": StudyScale(calib_windows=8, val_per_source=4, points=2), "default": StudyScale(64, 32, 6)}
-
-
-def study_data(corpus, scale: StudyScale, seq_len: int = 256) -> StudyData:
+def study_data(corpus, scale: PruneStudyScale, seq_len: int = 256) -> StudyData:
     """Calibration from evenly spaced *training* windows; evaluation from held-out windows of every source."""
-    from minimistral.data import windows
-    from minimistral.pretrain import validation_windows
+    from minimistral.data.corpus import windows
+    from minimistral.evaluate.loss import validation_windows
 
     train = windows(corpus.train, seq_len)
     calib = train[torch.linspace(0, train.shape[0] - 1, scale.calib_windows).long()]
@@ -215,11 +188,10 @@ def study_data(corpus, scale: StudyScale, seq_len: int = 256) -> StudyData:
 
 def run_study(checkpoint: str | Path, scale: str = "default", out_dir: Path | None = None, device=None) -> dict:
     """All three tables for the parent at ``checkpoint``, written as CSV to ``out_dir``; returns the rows."""
-    from minimistral.data import build_corpus
-    from minimistral.hub import from_pretrained
-    from minimistral.pretrain import results_dir
+    from minimistral.arch.hub import from_pretrained
+    from minimistral.data.corpus import build_corpus
 
-    s = STUDY_SCALES[scale]
+    s = get_scale(scale).prune_study
     out_dir = Path(out_dir) if out_dir else results_dir(scale)
     parent = from_pretrained(checkpoint, device=device)
     data = study_data(build_corpus(), s)
@@ -242,5 +214,5 @@ def write_tables(tables: dict[str, Callable[[], list[dict]]], out_dir: Path) -> 
     done = {}
     for name, build in tables.items():
         done[name] = build()
-        write_csv(done[name], Path(out_dir) / f"{name}.csv")
+        write_csv(done[name], Path(out_dir) / f"{name}.csv", digits=5)
     return done

@@ -16,15 +16,18 @@ Runs live under ``<cascade root>/longctx/<variant>``; tables go to CSV.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from minimistral.cascade import CHILDREN, Cascade, Stage
-from minimistral.hub import from_pretrained
-from minimistral.longctx import passkey_accuracy, position_bucket_loss, rescaled, spread
-from minimistral.model import Ministral3
+from minimistral.arch.hub import from_pretrained
+from minimistral.arch.model import Ministral3
+from minimistral.cascade.pipeline import CHILDREN, PARENT, Cascade, Stage
+from minimistral.evaluate.cache import cached
+from minimistral.longctx.passkey import passkey_accuracy
+from minimistral.longctx.positions import position_bucket_loss, rescaled, spread
+from minimistral.scales import LongScale, get_scale
 from minimistral.train import CHECKPOINT
 
 ABLATION_CHILD = "tiny-3b"
@@ -37,23 +40,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-@dataclass(frozen=True)
-class LongScale:
-    """How much to measure: held-out long windows for the bucket loss, passkey grid and examples per cell."""
-
-    windows: int = 16
-    bucket: int = 128
-    lengths: tuple[int, ...] = (128, 256, 512, 1024)
-    depths: tuple[float, ...] = (0.0, 1 / 3, 2 / 3, 1.0)
-    passkeys: int = 8
-
-
-LONG_SCALES = {
-    "ci": LongScale(windows=2, bucket=256, lengths=(128, 512), depths=(0.0, 1.0), passkeys=2),
-    "default": LongScale(),
-}
-
-
 def variant_dir(cascade: Cascade, name: str) -> Path:
     """The ablation's run directory; ``yarn+temp`` is the cascade's own tiny-3b long stage."""
     if name == "yarn+temp":
@@ -63,24 +49,37 @@ def variant_dir(cascade: Cascade, name: str) -> Path:
 
 def run_variant(cascade: Cascade, name: str) -> Path:
     """tiny-3b's long stage under variant ``name``: same Short checkpoint, windows, teacher and schedule."""
+    short = cascade.checkpoint(Stage(ABLATION_CHILD, "short"))
     if name == "yarn+temp":
-        return cascade.run(until=Stage(ABLATION_CHILD, "long").name)[Stage(ABLATION_CHILD, "long").name]
-    stage = Stage(ABLATION_CHILD, "long")
-    short = from_pretrained(cascade.checkpoint(Stage(ABLATION_CHILD, "short")), device=cascade.device)
+        return cascade.extend_long(short, ABLATION_CHILD)
     desc = f"long-context ablation {name} ({cascade.scale_name})"
-    return cascade.distill_stage(stage, rescaled(short, **VARIANTS[name]), variant_dir(cascade, name), desc)
+
+    def student() -> Ministral3:
+        return rescaled(from_pretrained(short, device=cascade.device), **VARIANTS[name])
+
+    return cascade.distill_stage(Stage(ABLATION_CHILD, "long"), student, variant_dir(cascade, name), desc)
 
 
-def _measure(model: Ministral3, cascade: Cascade, s: LongScale, **labels) -> tuple[list[dict], list[dict]]:
-    """Bucket-loss rows and passkey rows of one model, tagged with ``labels``."""
-    windows = spread(cascade.data.val_long, s.windows).to(cascade.device)
-    losses = position_bucket_loss(model, windows, s.bucket)
-    buckets = [labels | {"start": i * s.bucket, "loss": round(v.item(), 4)} for i, v in enumerate(losses)]
-    grid = passkey_accuracy(model, cascade.corpus.tokenizer, s.lengths, s.depths, n=s.passkeys)
+def _measure(checkpoint: Path, variant: dict | None, cascade: Cascade, s: LongScale, **labels) -> tuple[list, list]:
+    """Bucket-loss rows and passkey rows of one checkpoint (rescaled training-free by ``variant`` if given)."""
+
+    def compute() -> dict:
+        model = from_pretrained(checkpoint, device=cascade.device).eval()
+        model = rescaled(model, **variant) if variant else model
+        windows = spread(cascade.data.val_long, s.windows).to(cascade.device)
+        grid = passkey_accuracy(model, cascade.corpus.tokenizer, s.lengths, s.depths, n=s.passkeys)
+        return {
+            "buckets": position_bucket_loss(model, windows, s.bucket).tolist(),
+            "passkey": {k: v.tolist() for k, v in grid.items()},
+        }
+
+    spec = {"variant": variant, "scale": asdict(s), "corpus": cascade.corpus.key}
+    m = cached(checkpoint, "longctx", spec, compute)
+    buckets = [labels | {"start": i * s.bucket, "loss": round(v, 4)} for i, v in enumerate(m["buckets"])]
     passkey = []
     for i, length in enumerate(s.lengths):
         for j, depth in enumerate(s.depths):
-            cell = {k: round(v[i, j].item(), 4) for k, v in grid.items()}
+            cell = {k: round(v[i][j], 4) for k, v in m["passkey"].items()}
             passkey.append(labels | {"length": length, "depth": depth} | cell)
     return buckets, passkey
 
@@ -88,25 +87,23 @@ def _measure(model: Ministral3, cascade: Cascade, s: LongScale, **labels) -> tup
 @torch.no_grad()
 def measure(cascade: Cascade, scale: str) -> dict[str, list[dict]]:
     """The before/after measurements of every child and the tiny-3b ablation (trained and training-free)."""
-    s = LONG_SCALES[scale]
+    s = get_scale(scale).longctx
     buckets, passkey = [], []
 
-    def add(model, **labels):
-        b, p = _measure(model.eval(), cascade, s, **labels)
+    def add(checkpoint: Path, variant: dict | None = None, **labels) -> None:
+        b, p = _measure(checkpoint, variant, cascade, s, **labels)
         buckets.extend(b)
         passkey.extend(p)
 
+    add(cascade.parent_checkpoint, child=PARENT, variant="as trained (plain RoPE)", stage="parent")
     for child in CHILDREN:
-        short = from_pretrained(cascade.checkpoint(Stage(child, "short")), device=cascade.device)
-        add(short, child=child, variant="as trained (plain RoPE)", stage="before")
-        base = from_pretrained(cascade.checkpoint(Stage(child, "long")), device=cascade.device)
-        add(base, child=child, variant="yarn+temp", stage="after")
-    short = from_pretrained(cascade.checkpoint(Stage(ABLATION_CHILD, "short")), device=cascade.device)
+        add(cascade.checkpoint(Stage(child, "short")), child=child, variant="as trained (plain RoPE)", stage="before")
+        add(cascade.checkpoint(Stage(child, "long")), child=child, variant="yarn+temp", stage="after")
+    short = cascade.checkpoint(Stage(ABLATION_CHILD, "short"))
     for name, args in VARIANTS.items():
-        add(rescaled(short, **args), child=ABLATION_CHILD, variant=name, stage="before (training-free)")
+        add(short, args, child=ABLATION_CHILD, variant=name, stage="before (training-free)")
         if name != "yarn+temp":
-            model = from_pretrained(variant_dir(cascade, name) / CHECKPOINT, device=cascade.device)
-            add(model, child=ABLATION_CHILD, variant=name, stage="after")
+            add(variant_dir(cascade, name) / CHECKPOINT, child=ABLATION_CHILD, variant=name, stage="after")
     return {"longctx_buckets": buckets, "longctx_passkey": passkey}
 
 

@@ -21,52 +21,23 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset
 
-from minimistral.data import Corpus, math_answer, math_prompt
-from minimistral.evaluate import model_score, token_bytes
-from minimistral.model import Ministral3
-from minimistral.pretrain import validation_windows
-from minimistral.report import format_table
-from minimistral.tokenizer import Tokenizer, load_tokenizer
+from minimistral.arch.generate import generate
+from minimistral.arch.hub import from_pretrained
+from minimistral.arch.model import Ministral3
+from minimistral.data.corpus import Corpus
+from minimistral.data.math_problems import math_answer, math_prompt
+from minimistral.data.tokenizer import Tokenizer, load_tokenizer
+from minimistral.evaluate.cache import cached
+from minimistral.evaluate.loss import continuation_logprobs, model_score, token_bytes, validation_windows
+from minimistral.files import format_table
 
 # ----------------------------------------------------------------------------- scoring
-
-
-@torch.no_grad()
-def continuation_logprobs(
-    model: Ministral3, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 32
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    r"""Teacher-forced scores of each continuation $y$ after its context $x$, one pair ``(x, y)`` of id lists each.
-
-    Returns, per pair, $\log p(y_j \mid x, y_{<j})$ ``[|y|]`` and whether
-    $y_j = \arg\max_v p(v \mid x, y_{<j})$ ``[|y|]`` (bool). Pairs are batched by length and
-    right-padded: under causal attention no real token sees the padding after it, so a batch
-    gives the numbers of one pair at a time.
-    """
-    if any(len(x) == 0 or len(y) == 0 for x, y in pairs):
-        raise ValueError("pairs: every context and continuation needs at least one token")
-    model.eval()
-    device = model.lm_head.weight.device
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    out: list = [None] * len(pairs)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        seqs = [[*pairs[i][0], *pairs[i][1]] for i in idx]
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)  # [b, T]
-        logits = model(ids[:, :-1]).float()  # [b, T-1, vocab]: position t predicts ids[:, t+1]
-        targets = ids[:, 1:]  # [b, T-1]
-        logp = logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)  # [b, T-1]
-        hit = logits.argmax(-1) == targets  # [b, T-1]
-        for row, i in enumerate(idx):
-            c, k = len(pairs[i][0]), len(pairs[i][1])
-            span = slice(c - 1, c - 1 + k)  # y_j = ids[c + j] is predicted at position c + j - 1
-            out[i] = (logp[row, span].cpu(), hit[row, span].cpu())
-    return out
 
 
 def _mean_by(keys: Sequence[str], values: Sequence[float]) -> dict[str, float]:
@@ -104,7 +75,6 @@ def grade_math(continuation: str, reference: str) -> tuple[str | None, bool]:
     return predicted, predicted is not None and predicted == reference.strip()
 
 
-@torch.inference_mode()
 def greedy_until(
     model: Ministral3,
     input_ids: torch.Tensor,
@@ -114,33 +84,21 @@ def greedy_until(
 ) -> list[list[int]]:
     r"""Greedy continuations $y_j = \arg\max_v p(v \mid x, y_{<j})$ of every row of ``input_ids [b, t]``.
 
-    As ``generate.generate`` at temperature 0 (KV cache, one forward of length 1 per token), but each
-    row ends at its own EOS (left out) or once ``stop(tokens so far)`` holds. The rows share one
-    prompt length: the model takes no padding mask, so there is no exact left padding.
+    ``generate`` at temperature 0, each row cut at its own EOS (left out) or just after the token
+    that made ``stop(tokens so far)`` hold. The rows share one prompt length: the model takes no
+    padding mask, so there is no exact left padding.
     """
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    model.eval()
-    batch = input_ids.shape[0]
-    cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens)
-    out: list[list[int]] = [[] for _ in range(batch)]
-    active = set(range(batch))
-    logits = model(input_ids.to(model.lm_head.weight.device), cache, last_only=True)[:, -1]  # [b, vocab]
-    for step in range(max_new_tokens):
-        token = logits.argmax(-1)  # [b]
-        for i in sorted(active):
-            if int(token[i]) == eos_token_id:
-                active.discard(i)
-                continue
-            out[i].append(int(token[i]))
-            if stop(out[i]):
-                active.discard(i)
-        if not active or step == max_new_tokens - 1:
-            break
-        logits = model(token[:, None], cache, last_only=True)[:, -1]  # [b, vocab]
-    return out
+    new = generate(model, input_ids, max_new_tokens, eos_token_id=eos_token_id, stop=stop)[:, input_ids.shape[1] :]
+    return [_until(row, stop, eos_token_id) for row in new.tolist()]
+
+
+def _until(tokens: list[int], stop: Callable[[list[int]], bool], eos_token_id: int | None) -> list[int]:
+    """``tokens`` up to its first EOS (excluded), then up to the first prefix for which ``stop`` holds."""
+    if eos_token_id in tokens:
+        tokens = tokens[: tokens.index(eos_token_id)]
+    return next((tokens[:k] for k in range(1, len(tokens) + 1) if stop(tokens[:k])), tokens)
 
 
 def _same_length_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
@@ -396,7 +354,7 @@ def cloze_accuracy(
 
 
 def task_table(
-    models: Mapping[str, Ministral3],
+    models: Mapping[str, Ministral3 | Path],
     corpus: Corpus,
     n_math: int = 100,
     n_cloze: int = 200,
@@ -410,6 +368,7 @@ def task_table(
     cloze_normalize: str = "pmi",
     seed: int = 0,
     batch_size: int = 16,
+    device=None,
 ) -> list[dict]:
     """Table 3's layout on held-out data: one row per evaluation, ``{"evaluation": name, <model>: value, ...}``.
 
@@ -418,19 +377,25 @@ def task_table(
     token and token accuracy (%), and cloze accuracy (%) on ``n_cloze`` items per prose source, scored
     with ``cloze_normalize`` (``"pmi"`` by default: on the tiny parent it separated the true continuation
     clearly better than the raw sum, see ``cloze_scores``). Every model sees the same windows, problems
-    and items.
+    and items. A model given as a checkpoint directory is loaded on ``device`` only if its column is
+    not cached (``evaluate.cache``).
     """
     if not models:
         raise ValueError("models is empty")
-    tokenizer = load_tokenizer(corpus.tokenizer_path.parent)
-    nbytes = token_bytes(corpus.tokenizer, corpus.vocab_size)
-    windows = validation_windows(corpus, seq_len, eval_windows)
-    problems = math_problems(corpus.val_docs, n_math)
-    items = cloze_examples(
-        corpus.val_docs, tokenizer, n_cloze, context_tokens, continuation_tokens, choices=choices, seed=seed
+    spec = dict(
+        n_math=n_math, n_cloze=n_cloze, eval_windows=eval_windows, seq_len=seq_len, max_new_tokens=max_new_tokens
     )
-    columns = {}
-    for name, model in models.items():
+    spec |= dict(context_tokens=context_tokens, continuation_tokens=continuation_tokens, choices=choices)
+    spec |= dict(cloze_normalize=cloze_normalize, seed=seed, corpus=corpus.key)  # what the column depends on
+
+    def column(model: Ministral3) -> dict[str, float]:
+        tokenizer = load_tokenizer(corpus.tokenizer_path.parent)
+        nbytes = token_bytes(corpus.tokenizer, corpus.vocab_size)
+        windows = validation_windows(corpus, seq_len, eval_windows)
+        problems = math_problems(corpus.val_docs, n_math)
+        items = cloze_examples(
+            corpus.val_docs, tokenizer, n_cloze, context_tokens, continuation_tokens, choices=choices, seed=seed
+        )
         col = {
             f"Bits per byte, {src} (lower is better)": model_score(model, w, nbytes).bits_per_byte
             for src, w in windows.items()
@@ -443,7 +408,14 @@ def task_table(
         cloze = cloze_accuracy(model, items, cloze_normalize, batch_size)
         for src, r in cloze["per_source"].items():
             col[f"Cloze {choices}-way, {src} (%)"] = 100 * r["accuracy"]
-        columns[name] = col
+        return col
+
+    columns = {}
+    for name, model in models.items():
+        if isinstance(model, Ministral3):
+            columns[name] = column(model)
+        else:
+            columns[name] = cached(model, "tasks", spec, lambda m=model: column(from_pretrained(m, device=device)))
     first = next(iter(columns.values()))
     return [{"evaluation": row, **{name: col[row] for name, col in columns.items()}} for row in first]
 

@@ -1,36 +1,28 @@
 """Parameter counts of a config, exact, built on the meta device (no memory is allocated).
 
-FACTS.md section 1: 3,429,006,336 / 8,489,553,920 / 13,506,073,600 / 23,572,403,200
+docs/paper.md §1: 3,429,006,336 / 8,489,553,920 / 13,506,073,600 / 23,572,403,200
 for Ministral 3 3B / 8B / 14B and Mistral Small 3.1 (language model only, a tied head
 counted once).
 """
 
 from __future__ import annotations
 
-import torch
-
-from minimistral.config import ModelConfig
-from minimistral.model import Ministral3, RMSNorm
-from minimistral.report import format_table
+from minimistral.arch.config import ModelConfig
+from minimistral.arch.model import RMSNorm, skeleton
+from minimistral.files import format_table
 
 GROUPS = ("embeddings", "attention", "ffn", "norms")
 
 
-def meta_model(cfg: ModelConfig) -> Ministral3:
-    """The model's skeleton: every parameter has its real shape and no storage."""
-    with torch.device("meta"):
-        return Ministral3(cfg)
-
-
 def count_parameters(cfg: ModelConfig) -> int:
     """Distinct parameters of the language model (a tied embedding counted once)."""
-    return meta_model(cfg).num_parameters()
+    return skeleton(cfg).num_parameters()
 
 
 def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
     """Parameters per group: embeddings (input table and untied head), attention, FFN, norms."""
     counts = dict.fromkeys(GROUPS, 0)
-    model = meta_model(cfg)
+    model = skeleton(cfg)
     for name, p in model.named_parameters():  # a tied head is not listed twice
         module = model.get_submodule(name.rpartition(".")[0])
         if isinstance(module, RMSNorm):

@@ -28,15 +28,22 @@ same math on a checkpoint read one block at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from minimistral.model import Block, Ministral3, RMSNorm
+from minimistral.arch.model import Block, Ministral3, RMSNorm, assemble
+from minimistral.prune.baselines import (
+    channel_magnitude,
+    counterfactual_iterative_scores,
+    counterfactual_scores,
+    magnitude,
+    random_layer_scores,
+)
+from minimistral.prune.calibrate import Probe, calibrate
 
 IO_SCORES = ("out/in", "in/out", "block_influence")
 LAYER_SCORES = (*IO_SCORES, "counterfactual", "counterfactual_iterative", "magnitude", "random")
@@ -46,56 +53,6 @@ FFN_SCORES = ("activation", "magnitude", "random")
 READERS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # read the residual stream (after a norm)
 WRITERS = ("o_proj", "down_proj")  # add to the residual stream
 PER_SITE_GAIN = False  # prune_hidden's default norm-gain correction (see norm_gains)
-
-
-# ----------------------------------------------------------------------------- calibration
-@contextmanager
-def hooks(handles: list):
-    """Remove every hook on exit, even after an error."""
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@torch.no_grad()
-def calibrate(model: Ministral3, batches: Iterable[torch.Tensor], register: Callable[[], list]) -> int:
-    """Run ``model`` over ``batches`` with the hooks ``register()`` installs; returns the token count."""
-    model.eval()
-    device = model.lm_head.weight.device
-    tokens = 0
-    with hooks(register()):
-        for ids in batches:
-            model(ids.to(device))
-            tokens += ids.numel()
-    if tokens == 0:
-        raise ValueError("no calibration batches")
-    return tokens
-
-
-class Probe:
-    """Calibration statistics gathered by forward hooks, one block at a time.
-
-    ``attach(block, i)`` hooks block ``i`` and ``attach_final(norm)`` the final norm. The
-    in-memory functions attach to every block of a model at once (``register``); the
-    streaming path attaches to the one block it holds. Both see the same tensors.
-    """
-
-    def attach(self, block: Block, i: int) -> list[RemovableHandle]:
-        return []
-
-    def attach_final(self, norm: RMSNorm) -> list[RemovableHandle]:
-        return []
-
-    def register(self, model: Ministral3) -> Callable[[], list[RemovableHandle]]:
-        """The ``register`` argument of :func:`calibrate`: hooks on every block and on the final norm."""
-
-        def register() -> list[RemovableHandle]:
-            handles = [h for i, b in enumerate(model.model.layers) for h in self.attach(b, i)]
-            return handles + self.attach_final(model.model.norm)
-
-        return register
 
 
 # ----------------------------------------------------------------------------- 1. layers
@@ -133,98 +90,10 @@ def block_io_scores(model: Ministral3, batches: Iterable[torch.Tensor]) -> dict[
     return probe.scores(calibrate(model, batches, probe.register(model)))
 
 
-@contextmanager
-def without_layers(model: Ministral3, removed: set[int]):
-    """``model`` with the blocks ``removed`` skipped, restored on exit."""
-    layers = model.model.layers
-    model.model.layers = nn.ModuleList(b for j, b in enumerate(layers) if j not in removed)
-    try:
-        yield model
-    finally:
-        model.model.layers = layers
-
-
-def _loss_without(model: Ministral3, windows: list[torch.Tensor]) -> Callable[[set[int]], float]:
-    def loss(removed: set[int]) -> float:
-        with without_layers(model, removed):
-            return mean_loss(model, windows)
-
-    return loss
-
-
-def single_removal_losses(loss_without: Callable[[set[int]], float], num_layers: int) -> torch.Tensor:
-    r"""$s_i = \mathcal{L}(\text{model without layer } i)$ for every layer, ``[num_layers]`` (higher = more needed)."""
-    return torch.tensor([loss_without({i}) for i in range(num_layers)])
-
-
-def greedy_removal_order(loss_without: Callable[[set[int]], float], num_layers: int, keep: int = 1) -> list[int]:
-    r"""Remove the least harmful layer, rescore the rest on the pruned model, repeat until ``keep`` remain.
-
-    With $R$ the layers removed so far, step $k$ removes
-    $i_k = \arg\min_{i \notin R} \mathcal{L}(\text{model without } R \cup \{i\})$. Step 1 is
-    the single-shot counterfactual's choice; later steps see the layers already gone.
-    Costs $\sum_k (L - k)$ loss evaluations. Returns the removed layers in order.
-    """
-    removed: list[int] = []
-    while num_layers - len(removed) > keep:
-        alive = [i for i in range(num_layers) if i not in removed]
-        losses = [loss_without({*removed, i}) for i in alive]
-        removed.append(alive[min(range(len(alive)), key=losses.__getitem__)])
-    return removed
-
-
-def removal_order_scores(order: list[int], num_layers: int) -> torch.Tensor:
-    """Scores from a removal order, ``[num_layers]``: step s scores s, layers never removed ``len(order)``."""
-    scores = torch.full((num_layers,), float(len(order)))
-    for step, i in enumerate(order):
-        scores[i] = step
-    return scores
-
-
-@torch.no_grad()
-def counterfactual_scores(model: Ministral3, batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Mean next-token loss on ``batches`` with each single layer removed, ``[num_layers]`` (higher = more needed)."""
-    return single_removal_losses(_loss_without(model, list(batches)), len(model.model.layers))
-
-
-def counterfactual_iterative_scores(
-    model: Ministral3, batches: Iterable[torch.Tensor], num_layers: int | None = None
-) -> torch.Tensor:
-    """Scores from :func:`greedy_removal_order`, stopping at ``num_layers`` kept (default: rank every layer)."""
-    n = len(model.model.layers)
-    return removal_order_scores(greedy_removal_order(_loss_without(model, list(batches)), n, num_layers or 1), n)
-
-
-@torch.no_grad()
-def mean_loss(model: Ministral3, batches: Iterable[torch.Tensor]) -> float:
-    """Token-averaged next-token cross-entropy over windows ``[b, T+1]``."""
-    model.eval()
-    device = model.lm_head.weight.device
-    total, count = 0.0, 0
-    for w in batches:
-        w = w.to(device)
-        logits = model(w[:, :-1]).float()
-        total += F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
-        count += w[:, 1:].numel()
-    return total / count
-
-
-@torch.no_grad()
-def magnitude(module: nn.Module) -> float:
-    """Mean absolute weight over a module's matrices (the weight-magnitude baseline)."""
-    mats = [p for p in module.parameters() if p.ndim == 2]
-    return float(sum(p.abs().sum() for p in mats) / sum(p.numel() for p in mats))
-
-
 def check_layer_score(score: str) -> None:
     """Raise a ``ValueError`` naming the choices unless ``score`` is one of ``LAYER_SCORES``."""
     if score not in LAYER_SCORES:
         raise ValueError(f"unknown layer score {score!r}; choose from {', '.join(LAYER_SCORES)}")
-
-
-def random_layer_scores(num_layers: int, seed: int = 0) -> torch.Tensor:
-    """The random baseline: i.i.d. uniform scores from a seeded generator, ``[num_layers]``."""
-    return torch.rand(num_layers, generator=torch.Generator().manual_seed(seed))
 
 
 def layer_scores(
@@ -281,18 +150,9 @@ def select_layers(model: Ministral3, keep: list[int]) -> Ministral3:
 
 
 def _build(cfg, state: dict[str, torch.Tensor], like: Ministral3) -> Ministral3:
+    """The pruned model: ``state``'s tensors (copied) in a model of ``cfg``, on ``like``'s device and dtype."""
     w = like.lm_head.weight
-    with torch.device("meta"):
-        new = Ministral3(cfg)
-    if cfg.tie_word_embeddings:
-        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-    new.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=False, assign=True)
-    if cfg.tie_word_embeddings:
-        new.lm_head.weight = new.model.embed_tokens.weight
-    missing = [k for k, p in new.named_parameters() if p.device.type == "meta"]
-    if missing:
-        raise RuntimeError(f"pruning left tensors unset: {missing[:3]}")
-    return new.to(device=w.device, dtype=w.dtype).eval()
+    return assemble(cfg, state).to(device=w.device, dtype=w.dtype).eval()
 
 
 # ----------------------------------------------------------------------------- 2. hidden size
@@ -527,18 +387,6 @@ def prune_hidden(
     return slice_hidden(model, keep, tie)
 
 
-def channel_magnitude(model: Ministral3) -> torch.Tensor:
-    """Per residual channel, the summed |weight| of every matrix that reads or writes it, ``[D]``."""
-    total = model.model.embed_tokens.weight.abs().sum(0) + model.lm_head.weight.abs().sum(0)
-    for block in model.model.layers:
-        a, m = block.self_attn, block.mlp
-        for lin in (a.q_proj, a.k_proj, a.v_proj, m.gate_proj, m.up_proj):
-            total = total + lin.weight.abs().sum(0)
-        for lin in (a.o_proj, m.down_proj):
-            total = total + lin.weight.abs().sum(1)
-    return total.detach()
-
-
 def slice_hidden_tensor(name: str, v: torch.Tensor, idx: torch.Tensor, gains: dict[str, float]) -> torch.Tensor:
     """One tensor of a model whose residual stream keeps only channels ``idx``; a norm gain times ``gains[name]``."""
     if name in ("model.embed_tokens.weight", "lm_head.weight") or name.endswith(tuple(f"{r}.weight" for r in READERS)):
@@ -633,37 +481,6 @@ def prune_ffn(
     for k, v in model.state_dict().items():
         state[k] = slice_ffn_tensor(k, v, keeps[int(k.split(".")[2])]) if k.startswith("model.layers.") else v
     return _build(model.config.replace(intermediate_size=intermediate_size), state, model)
-
-
-# ----------------------------------------------------------------------------- calibration data
-def calibration_batches(tokenizer, calib: str, n_tokens: int, seq_len: int, batch_size: int = 8) -> list[torch.Tensor]:
-    """``n_tokens`` of calibration text as input batches ``[b, seq_len]``, encoded with the model's tokenizer.
-
-    ``calib`` is a source of the project's *training* split (``shakespeare``, ``milton``,
-    ``math``, or ``mixture`` for all three) or the path of a UTF-8 text file.
-    """
-    from pathlib import Path
-
-    from minimistral.data import SOURCES, load_documents
-
-    if Path(calib).is_file():
-        texts = [Path(calib).read_text(encoding="utf-8")]
-    elif calib in (*SOURCES, "mixture"):
-        train = load_documents()["train"]
-        texts = [t for t, s in zip(train["text"], train["source"], strict=True) if calib in (s, "mixture")]
-        texts = texts[:: max(1, len(texts) // 64)]  # spread over documents
-    else:
-        raise ValueError(f"--calib {calib!r}: not a file, nor one of {', '.join((*SOURCES, 'mixture'))}")
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer.encode(text))
-        if len(ids) >= n_tokens:
-            break
-    n = min(len(ids), n_tokens) // seq_len
-    if n == 0:
-        raise ValueError(f"--calib {calib!r}: fewer than {seq_len} tokens of text")
-    windows = torch.tensor(ids[: n * seq_len]).view(n, seq_len)
-    return [windows[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 # ----------------------------------------------------------------------------- all three

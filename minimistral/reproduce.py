@@ -1,0 +1,126 @@
+"""The whole reproduction, top to bottom: ``minimistral reproduce [--scale ci|default] [--from STEP]``.
+
+Each step takes and returns checkpoint directories and returns at once when its output exists, so
+running this again continues from what is done, and a notebook can call any step cheaply::
+
+    parent = pretrain_parent()                         # §3    our Mistral Small 3.1: runs/parent-<scale>
+    prune_study(parent)                                # §3.1  every pruning heuristic on the parent
+    source = parent
+    for child in tiny-14b, tiny-8b, tiny-3b:           # §3.1  Algorithm 1, Cascade Distillation
+        init = cascade.prune(source, child)            #       Algorithm 2          -> "<child> Init"
+        short = cascade.distil_short(init, child)      #       KD, 256 tokens       -> "<child> Short"
+        cascade.extend_long(short, child)              #       YaRN + KD, 1,024     -> "<child> Base"
+        source = short                                 #       the next child starts from Short
+    claims(cascade)                                    # §3.1  the paper's claims at equal tokens
+    longctx_ablation(cascade)                          # §2    the long stage's position variants
+    score(cascade)                                     # §4    every table -> data/results (cached scores)
+
+Later issues append vision and post-training steps. ``--from STEP`` deletes that step's outputs
+and every later step's, then runs; the wall time of every step that ran is kept in
+``<results>/reproduce_times.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from minimistral.cascade.claims import run_claims
+from minimistral.cascade.pipeline import CHILDREN, STAGES, Cascade
+from minimistral.cascade.report import report
+from minimistral.evaluate.cache import checkpoint_key
+from minimistral.files import read_csv, write_csv, write_json
+from minimistral.longctx.study import run_longctx_study
+from minimistral.paths import cascade_dir, parent_dir, results_dir, runs_dir
+from minimistral.pretrain import evaluate_parent, pretrain
+from minimistral.prune.study import run_study
+from minimistral.scales import get_scale
+
+STEPS = ("pretrain", "prune-study", *(s.name for s in STAGES), "claims", "longctx", "score")
+
+
+def reproduce(scale: str = "default", from_step: str | None = None, device=None) -> dict[str, list[dict]]:
+    """Run (or continue) every step at ``scale``; returns the tables ``score`` wrote."""
+    get_scale(scale)  # an unknown scale fails before anything runs
+    if from_step:
+        forget(scale, from_step)
+    root, scores = cascade_dir(scale), runs_dir() / "scores"
+    clock = StepClock(scale)
+    parent = clock.run("pretrain", [parent_dir(scale)], pretrain_parent, scale, device)
+    clock.run("prune-study", [parent_dir(scale) / "prune-study.json"], prune_study, parent, scale, device)
+    cascade = Cascade(parent, root, scale, device=device)
+    source = parent
+    for child in CHILDREN:
+        init = clock.run(f"{child}-init", [root / f"{child}-init"], cascade.prune, source, child)
+        short = clock.run(f"{child}-short", [root / f"{child}-short"], cascade.distil_short, init, child)
+        clock.run(f"{child}-long", [root / f"{child}-long"], cascade.extend_long, short, child)
+        source = short
+    clock.run("claims", [root / "claims"], run_claims, cascade)
+    longctx = clock.run("longctx", [root / "longctx", scores], run_longctx_study, cascade, scale)
+    return clock.run("score", [scores], report, cascade, scale, longctx)
+
+
+def pretrain_parent(scale: str, device=None) -> Path:
+    """The parent's checkpoint, pretrained (or resumed) at ``scale``, and its held-out evaluation."""
+    checkpoint = pretrain(scale, device=device)
+    once(parent_dir(scale) / "evaluated.json", checkpoint, lambda: evaluate_parent(checkpoint, scale, device=device))
+    return checkpoint
+
+
+def prune_study(parent: Path, scale: str, device=None) -> None:
+    """Every pruning heuristic and baseline measured on ``parent`` (``data/results/pruning_*.csv``)."""
+    once(parent_dir(scale) / "prune-study.json", parent, lambda: run_study(parent, scale, device=device))
+
+
+def once(stamp: Path, checkpoint: Path, work) -> None:
+    """``work()`` unless ``stamp`` says it already ran on exactly this checkpoint's content."""
+    key = checkpoint_key(checkpoint)
+    if stamp.is_file() and read_stamp(stamp) == key:
+        return
+    work()
+    write_json({"checkpoint_key": key}, stamp)
+
+
+def read_stamp(stamp: Path) -> str:
+    return json.loads(stamp.read_text()).get("checkpoint_key", "")
+
+
+def forget(scale: str, step: str) -> None:
+    """Delete the outputs of ``step`` and of every later step (scores stay: they are keyed by content)."""
+    if step not in STEPS:
+        raise ValueError(f"--from {step!r}: not a step; steps: {', '.join(STEPS)}")
+    later = STEPS[STEPS.index(step) :]
+    root, parent = cascade_dir(scale), parent_dir(scale)
+    if "pretrain" in later:
+        shutil.rmtree(parent, ignore_errors=True)
+    if "prune-study" in later:
+        (parent / "prune-study.json").unlink(missing_ok=True)
+    for name in [s.name for s in STAGES] + ["claims", "longctx"]:  # each a directory of the cascade's root
+        if name in later:
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
+class StepClock:
+    """Times every step that does work (writes under its outputs) and keeps the latest time of each step
+    in ``reproduce_times.csv``; a step that found its outputs ready keeps the time it took when it ran."""
+
+    def __init__(self, scale: str):
+        self.file = results_dir(scale) / "reproduce_times.csv"
+        self.times = {r["step"]: r for r in read_csv(self.file)} if self.file.is_file() else {}
+
+    def run(self, step: str, outputs: list[Path], work, *args):
+        start = time.time()
+        out = work(*args)
+        if newest_write(outputs) >= start:
+            seconds = round(time.time() - start, 1)
+            self.times[step] = {"step": step, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M")}
+            write_csv([self.times[s] for s in STEPS if s in self.times], self.file)
+        return out
+
+
+def newest_write(paths: list[Path]) -> float:
+    """The latest modification time of any file under ``paths`` (0 if none exists)."""
+    files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*") if p.is_dir() else [])]
+    return max((f.stat().st_mtime for f in files), default=0.0)

@@ -1,0 +1,134 @@
+"""One dial for scale: every stage's settings at ``ci`` (what CI runs, minutes) and ``default`` (the reported run).
+
+The paper's budgets are trillions of tokens; ours fit a 2-core CPU. Every stage reads its own part
+of one :class:`Scale` (``get_scale("default").cascade``), so the whole reproduction changes size
+in one place, and this file shows every knob of every stage side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minimistral.arch.config import TINY_WINDOW
+
+LONG_FACTOR = 4  # YaRN factor of the tiny children: the 256-token window -> 1,024 tokens (the real x16)
+
+
+@dataclass(frozen=True)
+class PretrainScale:
+    """The parent's pretraining (paper §3). ``seq_len`` is the parent's context window."""
+
+    steps: int
+    batch_size: int = 16
+    seq_len: int = TINY_WINDOW
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 40
+    eval_every: int = 50
+    ckpt_every: int = 50
+    eval_windows: int | None = None  # per source in the final report; None = the whole validation split
+    sample_tokens: int = 80
+    compile: bool = False  # torch.compile + fused AdamW where it works (train.compile_problem says where not)
+
+
+@dataclass(frozen=True)
+class PruneStudyScale:
+    """Every pruning heuristic and baseline measured on the parent (paper §3.1, Algorithm 2)."""
+
+    calib_windows: int  # training windows for calibration
+    val_per_source: int  # held-out windows per source for the loss
+    points: int  # sizes per dimension in the ratio sweep
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class CascadeScale:
+    """Steps and batch shapes of every cascade stage (paper §3.1, Algorithm 1).
+
+    A short step (``batch_size`` windows of 256 tokens) and a long step (``long_batch_size``
+    windows of 1,024) see the same number of tokens.
+    """
+
+    short_steps: int
+    long_steps: int
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 10
+    long_lr: float = 5e-4
+    calib_windows: int = 32  # training windows that calibrate each prune
+    eval_every: int = 25
+    eval_batches: int = 4
+    ckpt_every: int = 25
+    kd_temperature: float = 1.0  # not given by the paper
+    claim_seeds: int = 1  # seeds of the claims whose gaps are small (KD vs KD + NTP)
+    compile: bool = False  # torch.compile the student where it works
+
+    @property
+    def long_batch_size(self) -> int:
+        return max(1, self.batch_size // LONG_FACTOR)
+
+
+@dataclass(frozen=True)
+class LongScale:
+    """How much the long-context measurements read: long windows for the bucket loss, the passkey grid."""
+
+    windows: int = 16
+    bucket: int = 128
+    lengths: tuple[int, ...] = (128, 256, 512, 1024)
+    depths: tuple[float, ...] = (0.0, 1 / 3, 2 / 3, 1.0)
+    passkeys: int = 8
+
+
+@dataclass(frozen=True)
+class ReportScale:
+    """How much the scores read: held-out windows per source, math problems, cloze questions."""
+
+    per_source: int
+    n_math: int
+    n_cloze: int
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    pretrain: PretrainScale
+    prune_study: PruneStudyScale
+    cascade: CascadeScale
+    longctx: LongScale
+    report: ReportScale
+
+
+# Only the default scale compiles: compiling costs 15-40 s per model, more than a ci stage trains.
+SCALES = {
+    "ci": Scale(
+        name="ci",
+        pretrain=PretrainScale(
+            steps=40, warmup_steps=10, eval_every=20, ckpt_every=20, eval_windows=24, sample_tokens=24,
+        ),
+        prune_study=PruneStudyScale(calib_windows=8, val_per_source=4, points=2),
+        cascade=CascadeScale(
+            short_steps=6, long_steps=2, batch_size=4, warmup_steps=2, calib_windows=8, eval_every=3, eval_batches=2,
+            ckpt_every=3,
+        ),
+        longctx=LongScale(windows=2, bucket=256, lengths=(128, 512), depths=(0.0, 1.0), passkeys=2),
+        report=ReportScale(per_source=4, n_math=4, n_cloze=8),
+    ),
+    "default": Scale(
+        name="default",
+        pretrain=PretrainScale(steps=600, compile=True),  # 600 x 16 x 256 = 2.46M tokens, ~1.1 epochs
+        prune_study=PruneStudyScale(calib_windows=64, val_per_source=32, points=6),
+        cascade=CascadeScale(short_steps=100, long_steps=25, claim_seeds=3, compile=True),
+        longctx=LongScale(),
+        report=ReportScale(per_source=32, n_math=50, n_cloze=100),
+    ),
+}  # fmt: skip
+
+
+def get_scale(scale: str | Scale) -> Scale:
+    """The settings of ``scale`` (a name in ``SCALES`` or a ``Scale``); an unknown name is a one-line error."""
+    if isinstance(scale, Scale):
+        return scale
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    return SCALES[scale]

@@ -1,0 +1,77 @@
+"""The driver's bookkeeping: --from deletes exactly the later steps, steps run once per checkpoint, step times."""
+
+import pytest
+import torch
+
+import minimistral.reproduce as rp
+from minimistral.arch.config import TINY_CONFIGS
+from minimistral.arch.hub import save_pretrained
+from minimistral.arch.model import Ministral3
+from minimistral.cascade.pipeline import STAGES
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """A fake run tree: parent, every stage, claims and longctx directories, under tmp_path."""
+    parent, root = tmp_path / "parent-x", tmp_path / "cascade-x"
+    monkeypatch.setattr(rp, "parent_dir", lambda scale: parent)
+    monkeypatch.setattr(rp, "cascade_dir", lambda scale: root)
+    for d in [parent / "checkpoint", *(root / s.name for s in STAGES), root / "claims", root / "longctx"]:
+        d.mkdir(parents=True)
+    (parent / "prune-study.json").write_text("{}")
+    return parent, root
+
+
+def _left(parent, root):
+    names = [s.name for s in STAGES if (root / s.name).exists()]
+    extra = [n for n in ("claims", "longctx") if (root / n).exists()]
+    return parent.exists(), (parent / "prune-study.json").exists(), names, extra
+
+
+def test_from_a_stage_deletes_it_and_every_later_step(tree):
+    parent, root = tree
+    rp.forget("x", "tiny-8b-long")
+    kept = [s.name for s in STAGES][: [s.name for s in STAGES].index("tiny-8b-long")]
+    assert _left(parent, root) == (True, True, kept, [])
+
+
+def test_from_longctx_keeps_the_cascade_and_the_claims(tree):
+    parent, root = tree
+    rp.forget("x", "longctx")
+    assert _left(parent, root) == (True, True, [s.name for s in STAGES], ["claims"])
+
+
+def test_from_pretrain_deletes_everything_and_an_unknown_step_is_an_error(tree):
+    parent, root = tree
+    with pytest.raises(ValueError, match="not a step"):
+        rp.forget("x", "tiny-5b-short")
+    assert _left(parent, root)[0]  # nothing deleted by the bad name
+    rp.forget("x", "pretrain")
+    assert _left(parent, root) == (False, False, [], [])
+
+
+def test_once_runs_again_only_when_the_checkpoint_changes(tmp_path):
+    torch.manual_seed(0)
+    model = Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=1, vocab_size=64))
+    ckpt = save_pretrained(model, tmp_path / "ckpt")
+    calls = []
+    for _ in range(2):
+        rp.once(tmp_path / "stamp.json", ckpt, lambda: calls.append(1))
+    assert len(calls) == 1
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1
+    save_pretrained(model, ckpt)
+    rp.once(tmp_path / "stamp.json", ckpt, lambda: calls.append(1))
+    assert len(calls) == 2
+
+
+def test_step_clock_keeps_the_time_of_steps_that_did_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(rp, "results_dir", lambda scale: tmp_path / "results")
+    out = tmp_path / "out"
+    out.mkdir()
+    clock = rp.StepClock("x")
+    clock.run("claims", [out], lambda: (out / "f").write_text("x"))
+    clock.run("longctx", [out], lambda: None)  # wrote nothing: not recorded
+    rows = rp.read_csv(tmp_path / "results" / "reproduce_times.csv")
+    assert [r["step"] for r in rows] == ["claims"]
+    assert rp.StepClock("x").times["claims"]["seconds"] == rows[0]["seconds"]  # kept across runs
