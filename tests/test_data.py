@@ -39,6 +39,7 @@ from minimistral.data.math_problems import (
 )
 from minimistral.data.sources import (
     PROSE_FILES,
+    RETRIEVAL,
     SDIST,
     VALIDATION_DOCS,
     DataError,
@@ -256,8 +257,10 @@ def test_validation_documents_never_appear_in_training(corpus):
 
 def test_mixture_meets_its_targets(corpus):
     print("\n" + format_report(corpus.report))
+    rest = 1 - sum(RETRIEVAL.values())  # retrieval documents take their share first (tests/test_retrieval.py)
     for row in corpus.report:
-        assert row["weight"] == MIXTURE[row["source"]]
+        kind = row["source"].removeprefix("retrieval/")
+        assert row["weight"] == (RETRIEVAL[kind] if kind in RETRIEVAL else pytest.approx(MIXTURE[kind] * rest))
         assert abs(row["fraction"] - row["weight"]) < 0.02, row
     assert sum(r["tokens"] * r["epochs"] for r in corpus.report) == len(corpus.train)
     documents = sum(r["documents"] * r["epochs"] for r in corpus.report)
@@ -267,8 +270,9 @@ def test_mixture_meets_its_targets(corpus):
 def test_streams_are_packed_documents(corpus):
     train = corpus.train
     assert train.dtype == np.int32 and train[0] == BOS_ID and train[-1] == EOS_ID
-    bos = np.flatnonzero(train == BOS_ID)
-    assert np.array_equal(train[bos[1:] - 1], np.full(len(bos) - 1, EOS_ID))  # every BOS follows an EOS
+    bos = np.setdiff1d(np.flatnonzero(train == BOS_ID), [p["start"] for p in corpus.retrieval])
+    assert np.array_equal(train[bos[1:] - 1], np.full(len(bos) - 1, EOS_ID))  # every BOS follows an EOS...
+    assert all(train[p["start"] + p["length"] - 1] == EOS_ID for p in corpus.retrieval)  # ...but those put in blocks
     assert train.max() < corpus.vocab_size == 4096
     assert not np.isin(train, np.arange(3, len(SPECIAL_TOKENS))).any()  # no other control token from text
     for source, stream in corpus.val.items():  # the validation stream decodes to the documents, exactly

@@ -18,7 +18,10 @@ Pipeline (``build_corpus``):
 3. count tokens and derive the mixture (``MIXTURE``): prose is used whole, math
    problems are added until math reaches its share of training tokens;
 4. ``pack`` every document as ``<s> text </s>`` into one int32 stream (training documents
-   in a seeded random order) and cut it into ``windows`` for the model.
+   in a seeded random order) and cut it into ``windows`` for the model;
+5. insert retrieval and copying documents (``RETRIEVAL``, ``data.retrieval``) made of
+   training prose into the *training* stream only, each at a window boundary so that it lies
+   inside one window. They are not in the tokenizer's training text nor in any validation stream.
 
 Validation is held out *by document*: whole plays / texts (``VALIDATION_DOCS``) and math
 problems from a different seed whose questions never occur in training.
@@ -43,7 +46,19 @@ import torch
 from datasets import Dataset, DatasetDict
 from tqdm import tqdm
 
+from minimistral.arch.config import TINY_WINDOW
 from minimistral.data.math_problems import MATH_CURRICULUM, MATH_TEMPLATE, iter_math, math_validation
+from minimistral.data.retrieval import (
+    KV_FACT,
+    KV_QUESTION,
+    MAX_SPAN,
+    MIN_SPAN,
+    NEEDLE,
+    QUESTION,
+    ProsePool,
+    place_in_blocks,
+    retrieval_documents,
+)
 from minimistral.data.sources import (
     PROSE_FILES,
     VALIDATION_DOCS,
@@ -98,6 +113,14 @@ def load_documents(
 MIXTURE: dict[str, float] = {"shakespeare": 0.62, "milton": 0.13, "math": 0.25}
 VAL_FRACTION = 0.1  # validation share of math problems, as for prose bytes
 
+# Share of all training tokens per kind of retrieval document (``data.retrieval``), on top
+# of ``MIXTURE`` (whose sources then share the rest in their proportions). Without them the parent
+# never learns to copy from its context and scores chance on passkey retrieval. Measured choice:
+# see benchmarks/retrieval_experiment.py. Kept to a few percent so prose and math scores hold.
+RETRIEVAL: dict[str, float] = {"passkey": 0.04, "kv": 0.015, "repeat": 0.015}
+RETRIEVAL_BLOCK = TINY_WINDOW  # retrieval documents start at multiples of the parent's window
+RETRIEVAL_MIN_LENGTH = 64  # their lengths are uniform in [RETRIEVAL_MIN_LENGTH, RETRIEVAL_BLOCK]
+
 
 def plan_mixture(prose_tokens: Mapping[str, int], mixture: Mapping[str, float]) -> tuple[dict[str, int], int]:
     """Epochs per prose source and the number of math tokens that meet the target fractions.
@@ -113,9 +136,18 @@ def plan_mixture(prose_tokens: Mapping[str, int], mixture: Mapping[str, float]) 
 
 
 def mixture_report(
-    docs: Sequence[Mapping[str, str]], n_tokens: Sequence[int], epochs: Mapping[str, int], mixture: Mapping[str, float]
+    docs: Sequence[Mapping[str, str]],
+    n_tokens: Sequence[int],
+    epochs: Mapping[str, int],
+    mixture: Mapping[str, float],
+    extra_rows: Sequence[Mapping] = (),
 ) -> list[dict]:
-    """Per source: training documents, bytes, tokens (one epoch, with BOS/EOS), target, actual fraction, epochs."""
+    """Per source: training documents, bytes, tokens (one epoch, with BOS/EOS), target, actual fraction, epochs.
+
+    ``extra_rows`` (the retrieval documents) come with their own target ``weight``, a share of all
+    training tokens; the ``mixture`` sources' targets are scaled to share the rest.
+    """
+    rest = 1 - sum(r["weight"] for r in extra_rows)
     rows = []
     for source, weight in mixture.items():
         mine = [i for i, d in enumerate(docs) if d["source"] == source]
@@ -125,10 +157,11 @@ def mixture_report(
                 documents=len(mine),
                 bytes=sum(len(docs[i]["text"].encode()) for i in mine),
                 tokens=sum(n_tokens[i] for i in mine),
-                weight=weight,
+                weight=weight * rest,
                 epochs=epochs.get(source, 1),
             )
         )
+    rows += [dict(r) for r in extra_rows]
     total = sum(r["tokens"] * r["epochs"] for r in rows)
     for r in rows:
         r["fraction"] = r["tokens"] * r["epochs"] / total
@@ -137,9 +170,9 @@ def mixture_report(
 
 def format_report(rows: Sequence[Mapping]) -> str:
     """The mixture report as a fixed-width table."""
-    lines = [f"{'source':<12}{'docs':>7}{'bytes':>12}{'tokens':>11}{'target':>8}{'actual':>8}{'epochs':>7}"]
+    lines = [f"{'source':<18}{'docs':>7}{'bytes':>12}{'tokens':>11}{'target':>8}{'actual':>8}{'epochs':>7}"]
     lines += [
-        f"{r['source']:<12}{r['documents']:>7,}{r['bytes']:>12,}{r['tokens']:>11,}"
+        f"{r['source']:<18}{r['documents']:>7,}{r['bytes']:>12,}{r['tokens']:>11,}"
         f"{r['weight']:>8.3f}{r['fraction']:>8.3f}{r['epochs']:>7}"
         for r in rows
     ]
@@ -182,7 +215,7 @@ def windows(stream: np.ndarray, seq_len: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the corpus
 
-CORPUS_VERSION = 1  # bump when the recipe changes: old cached corpora are then never read
+CORPUS_VERSION = 2  # bump when the recipe changes: old cached corpora are then never read
 
 
 @dataclass
@@ -198,6 +231,7 @@ class Corpus:
     report: list[dict]  # mixture_report rows
     tokenizer_stats: dict[str, dict[str, float]]  # source -> {"train", "validation"} bytes per token
     params: dict = field(default_factory=dict)
+    retrieval: list[dict] = field(default_factory=list)  # per inserted document: start in `train`, kind, ...
 
     @property
     def val_docs(self) -> Dataset:
@@ -225,8 +259,16 @@ def _corpus_key(params: Mapping) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _params(vocab_size: int, seed: int, mixture: Mapping[str, float], prose_hashes: Mapping[str, str]) -> dict:
+def _params(
+    vocab_size: int,
+    seed: int,
+    mixture: Mapping[str, float],
+    prose_hashes: Mapping[str, str],
+    retrieval: Mapping[str, float],
+) -> dict:
     """Everything a cached corpus depends on; its hash names the cache entry."""
+    recipe = dict(block=RETRIEVAL_BLOCK, min_length=RETRIEVAL_MIN_LENGTH, kv=KV_FACT, question=KV_QUESTION)
+    recipe |= dict(needle=NEEDLE, passkey_question=QUESTION, span=(MIN_SPAN, MAX_SPAN))
     return dict(
         version=CORPUS_VERSION,
         vocab_size=vocab_size,
@@ -238,6 +280,8 @@ def _params(vocab_size: int, seed: int, mixture: Mapping[str, float], prose_hash
         prose_sha256=hashlib.sha256(json.dumps(prose_hashes, sort_keys=True).encode()).hexdigest(),
         tokenizers=version("tokenizers"),
         reasoning_gym=version("reasoning-gym"),
+        retrieval=dict(retrieval),
+        **({"retrieval_recipe": recipe} if retrieval else {}),
     )
 
 
@@ -286,9 +330,12 @@ def _make_corpus(out: Path, params: Mapping, root: Path) -> None:
     math_val = math_validation(n_val, seed, {p["question"] for p in math_train})
     (out / "math.json").write_text(json.dumps({"train": math_train, "validation": math_val}))
 
-    # 4. streams: training documents shuffled together, validation per source in order
+    # 4. streams: training documents shuffled together, retrieval documents put in, validation per source in order
     repeated = [ids for d, ids in zip(prose_train, prose_ids, strict=True) for _ in range(epochs[d["source"]])]
-    np.save(out / "train.npy", pack(repeated + math_ids, BOS_ID, EOS_ID, seed=seed))
+    train = pack(repeated + math_ids, BOS_ID, EOS_ID, seed=seed)
+    train, placed = _with_retrieval(train, tokenizer, prose_train, params["retrieval"], seed)
+    np.save(out / "train.npy", train)
+    (out / "retrieval.json").write_text(json.dumps(placed))
     val_docs = prose_val + math_val
     val_ids = tokenize(tokenizer, [d["text"] for d in val_docs], "tokenizing validation")
     for source in mixture:
@@ -297,12 +344,51 @@ def _make_corpus(out: Path, params: Mapping, root: Path) -> None:
 
     # 5. what the notebook reports
     train_docs, train_ids = prose_train + math_train, prose_ids + math_ids
-    report = mixture_report(train_docs, [len(ids) + 2 for ids in train_ids], epochs, mixture)
+    extra = _retrieval_rows(placed, train, tokenizer, params["retrieval"])
+    report = mixture_report(train_docs, [len(ids) + 2 for ids in train_ids], epochs, mixture, extra)
     bpt_train, bpt_val = source_bytes_per_token(train_docs, train_ids), source_bytes_per_token(val_docs, val_ids)
     stats = {s: {"train": bpt_train[s], "validation": bpt_val[s]} for s in mixture}
     val_bytes = {s: sum(len(d["text"].encode()) for d in val_docs if d["source"] == s) for s in mixture}
-    files = ["tokenizer.json", "math.json", "train.npy", *(f"val_{s}.npy" for s in mixture)]
+    files = ["tokenizer.json", "math.json", "train.npy", "retrieval.json", *(f"val_{s}.npy" for s in mixture)]
     write_manifest(out, files, {"params": params, "report": report, "tokenizer_stats": stats, "val_bytes": val_bytes})
+
+
+def _with_retrieval(
+    train: np.ndarray, tokenizer: HFTokenizer, prose_train: Sequence[Mapping], shares: Mapping[str, float], seed: int
+) -> tuple[np.ndarray, list[dict]]:
+    """``train`` with retrieval documents placed at multiples of ``RETRIEVAL_BLOCK``, and their descriptions.
+
+    Kind k gets ``shares[k]`` of the tokens of the result. The documents are made of training
+    prose only (``prose_train``); their starts index the returned stream.
+    """
+    if not shares:
+        return train, []
+    total = len(train) / (1 - sum(shares.values()))  # tokens once the documents are in
+    pool = ProsePool(tokenizer, [d["text"] for d in prose_train], BOS_ID, EOS_ID)
+    wanted = {kind: round(share * total) for kind, share in shares.items()}
+    docs = retrieval_documents(pool, wanted, seed + 7_000, RETRIEVAL_BLOCK, RETRIEVAL_MIN_LENGTH)
+    train, starts = place_in_blocks(train, [d.ids for d in docs], RETRIEVAL_BLOCK, seed + 7_001)
+    return train, [d.meta() | {"start": int(s)} for d, s in zip(docs, starts, strict=True)]
+
+
+def _retrieval_rows(placed: Sequence[Mapping], train: np.ndarray, tokenizer, shares: Mapping) -> list[dict]:
+    """Mixture-report rows ``retrieval/<kind>``: documents, bytes, tokens (with BOS/EOS), target share."""
+    rows = []
+    for kind, share in shares.items():
+        mine = [p for p in placed if p["kind"] == kind]
+        ids = [train[p["start"] : p["start"] + p["length"]].tolist() for p in mine]
+        n_bytes = sum(len(t.encode()) for t in tokenizer.decode_batch(ids)) if ids else 0
+        rows.append(
+            dict(
+                source=f"retrieval/{kind}",
+                documents=len(mine),
+                bytes=n_bytes,
+                tokens=sum(p["length"] for p in mine),
+                weight=share,
+                epochs=1,
+            )
+        )
+    return rows
 
 
 def source_bytes_per_token(docs: Sequence[Mapping[str, str]], ids: Sequence[np.ndarray]) -> dict[str, float]:
@@ -335,13 +421,21 @@ def _read_corpus(directory: Path, root: Path) -> Corpus | None:
         report=manifest["report"],
         tokenizer_stats=manifest["tokenizer_stats"],
         params=params,
+        retrieval=json.loads((directory / "retrieval.json").read_text()),
     )
 
 
 def build_corpus(
-    vocab_size: int = 4096, seed: int = 0, mixture: Mapping[str, float] | None = None, root: Path | None = None
+    vocab_size: int = 4096,
+    seed: int = 0,
+    mixture: Mapping[str, float] | None = None,
+    root: Path | None = None,
+    retrieval: Mapping[str, float] | None = None,
 ) -> Corpus:
     """The pretraining corpus for ``vocab_size`` and ``seed``, built once and then read from the cache.
+
+    ``retrieval``: share of training tokens per kind of retrieval document (default ``RETRIEVAL``;
+    ``{}`` for none). The tokenizer and the validation streams do not depend on it.
 
     The cache entry (``<root>/corpus/<hash of every parameter>``) is written to a temporary
     directory and renamed into place; a file whose sha256 disagrees with its manifest makes
@@ -351,8 +445,11 @@ def build_corpus(
     mixture = dict(mixture or MIXTURE)
     if set(mixture) != {*PROSE_FILES, "math"} or not math.isclose(sum(mixture.values()), 1.0):
         raise ValueError(f"mixture needs weights for {sorted({*PROSE_FILES, 'math'})} that sum to 1, got {mixture}")
+    retrieval = dict(RETRIEVAL if retrieval is None else retrieval)
+    if not (all(v > 0 for v in retrieval.values()) and sum(retrieval.values()) <= 0.5):
+        raise ValueError(f"retrieval shares must be positive and sum to at most 0.5, got {retrieval}")
     prose_hashes = read_verified_manifest(prose_dir(root))["sha256"]
-    params = _params(vocab_size, seed, mixture, prose_hashes)
+    params = _params(vocab_size, seed, mixture, prose_hashes, retrieval)
     final = root / "corpus" / _corpus_key(params)
     if (corpus := _read_corpus(final, root)) is not None:
         return corpus

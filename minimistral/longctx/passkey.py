@@ -6,7 +6,6 @@ The paper reports no long-context benchmark (docs/paper.md); this is the standar
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 
 from minimistral.arch.model import Ministral3
+from minimistral.data.retrieval import NEEDLE, QUESTION
 from minimistral.data.tokenizer import Tokenizer
 from minimistral.evaluate.loss import continuation_logprobs
 
@@ -27,8 +27,6 @@ FILLER = (
     "Here we go.",
     "There and back again.",
 )
-NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
-QUESTION = "What is the pass key? The pass key is"
 
 
 @dataclass(frozen=True)
@@ -55,12 +53,6 @@ def _encode(tokenizer: Tokenizer | HFTokenizer, text: str) -> list[int]:
     if isinstance(tokenizer, Tokenizer):
         return tokenizer.encode(text, bos=False)
     return tokenizer.encode(text, add_special_tokens=False).ids
-
-
-def filler_sentences(text: str) -> list[str]:
-    """Prose as filler: ``text`` split into sentences, whitespace collapsed (verse lines run together)."""
-    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?;])\s+", text)]
-    return [s for s in sentences if s]
 
 
 def _fill(units: list[list[int]], budget: int, start: int) -> list[list[int]]:
