@@ -158,6 +158,11 @@ def cmd_reproduce(args) -> None:
     print(format_summary(reproduce(args.scale, from_step=args.from_step, device=args.device)))
 
 
+def _scale_and_device(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--scale", choices=("ci", "default"), default="default", help="minimistral/scales.py")
+    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minimistral", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -178,9 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("pretrain", help="pretrain the tiny parent (tiny-24b) on real text and math; resumes")
-    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    _scale_and_device(s)
     s.add_argument("--out", default=None, help="run directory (default runs/parent-<scale>)")
-    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
     s.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -226,9 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("prune-study", help="every pruning heuristic and baseline on the tiny parent, as CSV tables")
-    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    _scale_and_device(s)
     s.add_argument("--checkpoint", default=None, help="default: runs/parent-<scale>/checkpoint")
-    s.add_argument("--device", default=None)
     s.set_defaults(func=cmd_prune_study)
 
     s = sub.add_parser(
@@ -236,13 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Cascade Distillation: parent -> tiny-14b/8b/3b (prune, short and long KD), the claims at equal "
         "tokens, the long-context study, tables; resumes from any stage",
     )
-    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    _scale_and_device(s)
     s.add_argument("--parent", default=None, help="default: runs/parent-<scale>/checkpoint")
     s.add_argument("--out", default=None, help="run directory (default runs/cascade-<scale>)")
     s.add_argument("--restart-from", default=None, metavar="STAGE", help="retrain this stage and every later one")
     s.add_argument("--no-claims", action="store_true", help="skip the equal-token comparisons")
     s.add_argument("--no-longctx", action="store_true", help="skip the long-context ablation and measurements")
-    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
     s.set_defaults(func=cmd_cascade)
 
     s = sub.add_parser(
@@ -250,9 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole reproduction top to bottom: pretrain, prune study, cascade, claims, long context, "
         "tables; continues from what is done",
     )
-    s.add_argument("--scale", choices=("ci", "default"), default="default")
+    _scale_and_device(s)
     s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")
-    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser(

@@ -170,9 +170,7 @@ def forward_kl(
     of $\tau$. Logits ``[..., vocab]`` (any float dtype; computed in fp32), ``mask`` ``[...]``
     bool or 0/1. Forward and backward run ``chunk_size`` tokens at a time.
     """
-    _check(student_logits, teacher_logits, mask, temperature, chunk_size)
-    kl = partial(token_kl, kind="forward", temperature=temperature)
-    return token_mean(kl, student_logits, teacher_logits, mask, chunk_size)
+    return _kl("forward", student_logits, teacher_logits, mask, temperature, chunk_size)
 
 
 def reverse_kl(
@@ -185,8 +183,12 @@ def reverse_kl(
     r"""Reverse KL (an ablation; mode-seeking): masked token mean of
     $\tau^2\,\mathrm{KL}(p_S \,\|\, p_T) = \tau^2 \sum_v p_S \log(p_S / p_T)$.
     Same conventions as :func:`forward_kl`."""
+    return _kl("reverse", student_logits, teacher_logits, mask, temperature, chunk_size)
+
+
+def _kl(kind: str, student_logits, teacher_logits, mask, temperature: float, chunk_size: int) -> torch.Tensor:
     _check(student_logits, teacher_logits, mask, temperature, chunk_size)
-    kl = partial(token_kl, kind="reverse", temperature=temperature)
+    kl = partial(token_kl, kind=kind, temperature=temperature)
     return token_mean(kl, student_logits, teacher_logits, mask, chunk_size)
 
 

@@ -3,17 +3,17 @@
 Each step takes and returns checkpoint directories and returns at once when its output exists, so
 running this again continues from what is done, and a notebook can call any step cheaply::
 
-    parent = pretrain_parent()                         # §3    our Mistral Small 3.1: runs/parent-<scale>
-    prune_study(parent)                                # §3.1  every pruning heuristic on the parent
+    parent = pretrain_parent(scale)                    # §3    our Mistral Small 3.1: runs/parent-<scale>
+    prune_study(parent, scale)                         # §3.1  every pruning heuristic on the parent
     source = parent
     for child in tiny-14b, tiny-8b, tiny-3b:           # §3.1  Algorithm 1, Cascade Distillation
         init = cascade.prune(source, child)            #       Algorithm 2          -> "<child> Init"
         short = cascade.distil_short(init, child)      #       KD, 256 tokens       -> "<child> Short"
         cascade.extend_long(short, child)              #       YaRN + KD, 1,024     -> "<child> Base"
         source = short                                 #       the next child starts from Short
-    claims(cascade)                                    # §3.1  the paper's claims at equal tokens
-    longctx_ablation(cascade)                          # §2    the long stage's position variants
-    score(cascade)                                     # §4    every table -> data/results (cached scores)
+    run_claims(cascade)                                # §3.1  the paper's claims at equal tokens
+    run_longctx_study(cascade, scale)                  # §2    the long stage's position variants
+    report(cascade, scale, ...)                        # §4    every table -> data/results (cached scores)
 
 Later issues append vision and post-training steps. ``--from STEP`` deletes that step's outputs
 and every later step's, then runs; the wall time of every step that ran is kept in
@@ -47,7 +47,7 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
     if from_step:
         forget(scale, from_step)
     root, scores = cascade_dir(scale), runs_dir() / "scores"
-    clock = StepClock(scale)
+    clock = StepClock(scale)  # clock.run(step, its outputs, function, *args) = function(*args), timed
     parent = clock.run("pretrain", [parent_dir(scale)], pretrain_parent, scale, device)
     clock.run("prune-study", [parent_dir(scale) / "prune-study.json"], prune_study, parent, scale, device)
     cascade = Cascade(parent, root, scale, device=device)

@@ -61,7 +61,7 @@ def test_placement_refuses_what_cannot_fit():
     with pytest.raises(ValueError, match="longer than the block"):
         place_in_blocks(stream, [np.zeros(17, np.int32)], 16, 0)
     with pytest.raises(ValueError, match="at most one per block"):
-        place_in_blocks(stream, [np.zeros(16, np.int32)] * 20, 16, 0)
+        place_in_blocks(stream[:10], [np.zeros(3, np.int32)] * 10, 16, 0)  # 40 tokens: 2 blocks for 10 docs
 
 
 # ----------------------------------------------------------------------------- the corpora (cached)

@@ -196,7 +196,7 @@ def attention_entropy(model: Ministral3, windows: torch.Tensor, batch_size: int 
 
     $\bar H_{l,i} = \frac{1}{n\,h}\sum_{w,h} -\sum_j P^{l,w,h}_{ij} \ln P^{l,w,h}_{ij}$ over windows and
     heads, with $P$ the softmax of the model's own rotated, temperature-scaled queries and keys
-    (``explain.attention_probabilities``, which recomputes q/k/v from the layer's input captured
+    (``arch.attention_maps.attention_probabilities``, which recomputes q/k/v from the layer's input captured
     by a hook, and is checked there against the model's own attention output). A uniform row over
     the causal prefix gives $\ln(i+1)$; entropy growing past the trained window is the attention
     dilution the query temperature (paper section 2) counters. ``windows`` ``[n, T + 1]``: the

@@ -21,7 +21,7 @@ of calibration batches, and returns an ordinary, smaller :class:`Ministral3`.
    top-k units in W1, W3 (rows) and W2 (columns).
 
 Every statistic is a :class:`Probe` (hooks on one block at a time) and every weight
-change a per-block or per-tensor function, so ``minimistral.prune_streaming`` runs the
+change a per-block or per-tensor function, so ``prune.streaming`` runs the
 same math on a checkpoint read one block at a time.
 """
 
@@ -497,7 +497,7 @@ def prune(
     """Algorithm 2: layers, then hidden size, then FFN; each step recalibrates on the model it prunes.
 
     ``batches``: input windows ``[b, T]`` (the loss layer scores read them as ``[b, T+1]``).
-    ``minimistral.prune_streaming.prune_checkpoint`` does the same on a checkpoint on disk.
+    ``prune.streaming.prune_checkpoint`` does the same on a checkpoint on disk.
     """
     batches = list(batches)
     if num_layers is not None and num_layers != model.config.num_hidden_layers:
