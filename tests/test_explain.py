@@ -1,4 +1,4 @@
-"""minimistral.show.explain and arch.attention_maps: the views notebook 01 plots agree with the model (paper section 2)."""
+"""show.explain and arch.attention_maps: the views notebook 01 plots agree with the model (paper section 2)."""
 
 from __future__ import annotations
 
