@@ -3,8 +3,10 @@
 Paper section 2 (architecture): a dense decoder with grouped-query attention (32 query
 heads share 8 KV heads), RoPE extended to 256k tokens with YaRN (factor 16 over a
 16,384-token window) and a position-based softmax temperature on the queries. Every
-function here reads the library's own modules (``minimistral.rope``, ``minimistral.model``,
-``minimistral.params``), so what the notebook plots is what the model computes.
+function here reads the library's own modules (``arch.rope``, ``arch.model``,
+``arch.params``), so what the notebook plots is what the model computes. ``head_rule_scores``
+reads a trained model's attention maps: how much each head follows a simple rule (previous token,
+first token, start of the line, an earlier copy, the token after an earlier copy).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from minimistral.arch.config import ModelConfig
 from minimistral.arch.hub import from_pretrained
 from minimistral.arch.params import GROUPS, count_parameters, parameter_breakdown
 from minimistral.arch.rope import inverse_frequencies, query_temperature, rope_frequencies, yarn_ramp
+from minimistral.files import read_csv
+from minimistral.paths import paper_dir
 
 REGIONS = ("extrapolated", "blended", "interpolated")
 
@@ -113,6 +117,95 @@ def parameter_shares(configs: dict[str, ModelConfig]) -> dict[str, dict[str, int
             raise AssertionError(f"{name}: breakdown {sum(parts.values())} != total {total}")
         out[name] = {g: parts[g] for g in GROUPS}
     return out
+
+
+PAPER_COLUMNS = {  # CONFIGS name -> column of data/paper/table1_architecture.csv
+    "ministral-3-3b": "Ministral3-3B",
+    "ministral-3-8b": "Ministral3-8B",
+    "ministral-3-14b": "Ministral3-14B",
+    "mistral-small-3.1-24b": "MistralSmall3.1-24B",
+}
+
+
+def paper_parameter_counts() -> dict[str, int]:
+    """The exact language-model parameter counts of docs/paper.md §1, read from ``data/paper/table1_architecture.csv``.
+
+    Keyed by ``CONFIGS`` name (``"ministral-3-3b"`` ...); computed with transformers on the meta
+    device, a tied head counted once (the paper itself rounds to 3B / 8B / 14B).
+    """
+    row = next(r for r in read_csv(paper_dir() / "table1_architecture.csv") if r["field"] == "lm_params")
+    return {name: int(row[column]) for name, column in PAPER_COLUMNS.items()}
+
+
+# ----------------------------------------------------------------------------- what trained heads attend to
+HEAD_RULES = ("previous token", "first token", "start of the line", "earlier copy", "after an earlier copy")
+
+
+def rule_targets(input_ids: torch.Tensor, line_ends: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    r"""For each rule of ``HEAD_RULES``, the (query $i$, key $j$) cells it points at: bool ``[seq, seq]``.
+
+    ``input_ids`` ``[seq]`` starts with ``<s>``; ``line_ends`` ``[seq]`` (bool) marks the tokens whose text
+    ends a line (without it, ``'start of the line'`` is left out). Rows $i \ge 2$ only (row 1's previous
+    token *is* the first one):
+
+    - ``'previous token'``: $j = i - 1$;
+    - ``'first token'``: $j = 0$, the ``<s>`` many trained heads rest on when nothing else fits;
+    - ``'start of the line'``: $j$ = the first token of the line that $i$ is on (position 1 on the first line);
+    - ``'earlier copy'``: every $j < i$ holding the same token as $i$ (a duplicate-token head);
+    - ``'after an earlier copy'``: $j = k + 1$ for every earlier copy $k$, with $k + 1 < i$: the token that
+      followed the current token last time, what an induction head reads to predict a repeat.
+    """
+    t = input_ids.shape[0]
+    i = torch.arange(t)[:, None]  # [t, 1] query positions
+    j = torch.arange(t)[None, :]  # [1, t] key positions
+    rows = i >= 2  # [t, 1]
+    same = (input_ids[:, None] == input_ids[None, :]) & (j < i) & (j >= 1)  # [t, t]: earlier copies (not <s>)
+    after = torch.zeros(t, t, dtype=torch.bool)
+    after[:, 1:] = same[:, :-1]  # key k + 1 for every earlier copy k
+    targets = {"previous token": rows & (j == i - 1), "first token": rows & (j == 0)}
+    if line_ends is not None:
+        ends = torch.where(line_ends.bool(), torch.arange(t), 0)  # [t]: own index where a line ends, else 0
+        last_end = torch.cat([torch.zeros(1, dtype=torch.long), ends.cummax(0).values[:-1]])  # [t]: before i
+        targets["start of the line"] = rows & (j == last_end[:, None] + 1)
+    targets["earlier copy"] = rows & same
+    targets["after an earlier copy"] = rows & after & (j < i)
+    return targets
+
+
+def head_rule_scores(
+    probs: torch.Tensor, input_ids: torch.Tensor, line_ends: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    r"""How much each head follows each rule: attention on the rule's cells, averaged over the rows that have one.
+
+    ``probs`` ``[..., seq, seq]`` (e.g. ``[layers, heads, seq, seq]`` from
+    ``attention_maps.attention_probabilities``); ``input_ids`` and ``line_ends`` as for :func:`rule_targets`.
+    For rule $R$ with target cells $T_i$ in row $i$:
+    $\mathrm{score} = \mathrm{mean}_{i: T_i \ne \emptyset} \sum_{j \in T_i} P_{ij}$, between 0 and 1; shape
+    ``probs.shape[:-2]``. Scoring :func:`uniform_attention` gives what a head that spreads every row evenly
+    would get. NaN for a rule whose cells the text never has.
+    """
+    out = {}
+    for rule, cells in rule_targets(input_ids, line_ends).items():
+        rows = cells.any(-1)  # [t]
+        mass = (probs * cells).sum(-1)[..., rows]  # [..., rows with a target]
+        out[rule] = mass.mean(-1)
+    return out
+
+
+def strongest_heads(scores: dict[str, torch.Tensor]) -> dict[str, tuple[int, int, float]]:
+    """For each rule, the ``(layer, head, score)`` of the head that follows it most; ``scores`` as
+    :func:`head_rule_scores` returns them for ``[layers, heads, seq, seq]`` probabilities."""
+    out = {}
+    for rule, s in scores.items():
+        layer, head = divmod(int(s.argmax()), s.shape[-1])
+        out[rule] = (layer, head, s[layer, head].item())
+    return out
+
+
+def uniform_attention(seq_len: int) -> torch.Tensor:
+    """The causal attention of a head with no preference: row $i$ puts $1/(i+1)$ on each key $0..i$, ``[seq, seq]``."""
+    allowed = torch.ones(seq_len, seq_len).tril()
+    return allowed / allowed.sum(-1, keepdim=True)
 
 
 # ----------------------------------------------------------------------------- tiny demo model
