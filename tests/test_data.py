@@ -22,6 +22,7 @@ from minimistral.data.corpus import (
     BOS_ID,
     EOS_ID,
     MIXTURE,
+    RETRIEVAL,
     build_corpus,
     format_report,
     load_documents,
@@ -39,7 +40,6 @@ from minimistral.data.math_problems import (
 )
 from minimistral.data.sources import (
     PROSE_FILES,
-    RETRIEVAL,
     SDIST,
     VALIDATION_DOCS,
     DataError,

@@ -16,13 +16,11 @@ from minimistral.arch.generate import generate
 from minimistral.arch.model import Ministral3
 from minimistral.arch.rope import inverse_frequencies, rope_frequencies
 from minimistral.data.corpus import Corpus, pack, to_dataset, tokenize
+from minimistral.data.retrieval import NEEDLE, QUESTION, filler_sentences
 from minimistral.data.tokenizer import BOS_ID, EOS_ID, Tokenizer, load_tokenizer, read_tokenizer_json, train_tokenizer
 from minimistral.evaluate.loss import model_score
 from minimistral.longctx.passkey import (
     FILLER,
-    NEEDLE,
-    QUESTION,
-    filler_sentences,
     passkey_accuracy,
     passkey_examples,
     passkey_scores,
