@@ -60,12 +60,12 @@ def run_variant(cascade: Cascade, name: str) -> Path:
     return cascade.distill_stage(Stage(ABLATION_CHILD, "long"), student, variant_dir(cascade, name), desc)
 
 
-def _measure(checkpoint: Path, variant: dict | None, cascade: Cascade, s: LongScale, **labels) -> tuple[list, list]:
-    """Bucket-loss rows and passkey rows of one checkpoint (rescaled training-free by ``variant`` if given)."""
+def _measure(checkpoint: Path, scaling: dict | None, cascade: Cascade, s: LongScale, **labels) -> tuple[list, list]:
+    """Bucket-loss rows and passkey rows of one checkpoint (rescaled training-free by ``scaling`` if given)."""
 
     def compute() -> dict:
         model = from_pretrained(checkpoint, device=cascade.device).eval()
-        model = rescaled(model, **variant) if variant else model
+        model = rescaled(model, **scaling) if scaling else model
         windows = spread(cascade.data.val_long, s.windows).to(cascade.device)
         grid = passkey_accuracy(model, cascade.corpus.tokenizer, s.lengths, s.depths, n=s.passkeys)
         return {
@@ -73,7 +73,7 @@ def _measure(checkpoint: Path, variant: dict | None, cascade: Cascade, s: LongSc
             "passkey": {k: v.tolist() for k, v in grid.items()},
         }
 
-    spec = {"variant": variant, "scale": asdict(s), "corpus": cascade.corpus.key}
+    spec = {"variant": scaling, "scale": asdict(s), "corpus": cascade.corpus.key}
     m = cached(checkpoint, "longctx", spec, compute)
     buckets = [labels | {"start": i * s.bucket, "loss": round(v, 4)} for i, v in enumerate(m["buckets"])]
     passkey = []
@@ -90,8 +90,8 @@ def measure(cascade: Cascade, scale: str) -> dict[str, list[dict]]:
     s = get_scale(scale).longctx
     buckets, passkey = [], []
 
-    def add(checkpoint: Path, variant: dict | None = None, **labels) -> None:
-        b, p = _measure(checkpoint, variant, cascade, s, **labels)
+    def add(checkpoint: Path, scaling: dict | None = None, **labels) -> None:
+        b, p = _measure(checkpoint, scaling, cascade, s, **labels)
         buckets.extend(b)
         passkey.extend(p)
 
