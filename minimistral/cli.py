@@ -153,9 +153,11 @@ def cmd_cascade(args) -> None:
 
 def cmd_reproduce(args) -> None:
     from minimistral.cascade.report import format_summary
-    from minimistral.reproduce import reproduce
+    from minimistral.reproduce import reproduce, times_table
 
     print(format_summary(reproduce(args.scale, from_step=args.from_step, device=args.device)))
+    print(f"\nWall time of each step ({args.scale} scale, the latest run of each):")
+    print(times_table(args.scale))
 
 
 def _scale_and_device(s: argparse.ArgumentParser) -> None:

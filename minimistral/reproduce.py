@@ -31,7 +31,7 @@ from minimistral.cascade.claims import run_claims
 from minimistral.cascade.pipeline import CHILDREN, STAGES, Cascade
 from minimistral.cascade.report import report
 from minimistral.evaluate.cache import checkpoint_key
-from minimistral.files import read_csv, write_csv, write_json
+from minimistral.files import format_table, read_csv, write_csv, write_json
 from minimistral.longctx.study import run_longctx_study
 from minimistral.paths import cascade_dir, parent_dir, results_dir, runs_dir
 from minimistral.pretrain import evaluate_parent, pretrain
@@ -118,6 +118,21 @@ class StepClock:
             self.times[step] = {"step": step, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M")}
             write_csv([self.times[s] for s in STEPS if s in self.times], self.file)
         return out
+
+
+def times_table(scale: str) -> str:
+    """The wall time of every step recorded in ``reproduce_times.csv``, in driver order, with the total."""
+    file = results_dir(scale) / "reproduce_times.csv"
+    if not file.is_file():
+        return f"no step times yet ({file} is written as steps finish)"
+    rows = sorted(read_csv(file), key=lambda r: STEPS.index(r["step"]) if r["step"] in STEPS else len(STEPS))
+    total = sum(float(r["seconds"]) for r in rows)
+    table = [("step", "seconds", "minutes", "finished")]
+    table += [
+        (r["step"], f"{float(r['seconds']):,.1f}", f"{float(r['seconds']) / 60:.1f}", r["finished"]) for r in rows
+    ]
+    table.append(("total", f"{total:,.1f}", f"{total / 60:.1f}", ""))
+    return format_table(table)
 
 
 def newest_write(paths: list[Path]) -> float:

@@ -75,3 +75,16 @@ def test_step_clock_keeps_the_time_of_steps_that_did_work(tmp_path, monkeypatch)
     rows = rp.read_csv(tmp_path / "results" / "reproduce_times.csv")
     assert [r["step"] for r in rows] == ["claims"]
     assert rp.StepClock("x").times["claims"]["seconds"] == rows[0]["seconds"]  # kept across runs
+
+
+def test_times_table_lists_steps_in_driver_order_with_the_total(tmp_path, monkeypatch):
+    monkeypatch.setattr(rp, "results_dir", lambda scale: tmp_path)
+    assert "no step times yet" in rp.times_table("x")
+    rows = [
+        {"step": "claims", "seconds": 90.0, "finished": "t2"},
+        {"step": "pretrain", "seconds": 30.0, "finished": "t1"},
+    ]
+    rp.write_csv(rows, tmp_path / "reproduce_times.csv")
+    lines = rp.times_table("x").splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["pretrain", "claims", "total"]
+    assert lines[-1].split()[1:] == ["120.0", "2.0"]

@@ -5,15 +5,21 @@ All scores are on held-out windows of the short window (256 tokens), per data so
 bits per byte and next-token loss (``evaluate.loss``); task metrics come from ``evaluate.tasks``.
 Every score is cached by checkpoint content (``evaluate.cache``), so writing the tables again
 re-scores nothing that was scored before. Tables go to ``paths.results_dir(scale)`` as CSV.
+
+Reading the tables back (notebook 04): ``stage_ema`` and ``prune_jumps`` (Figure 2), ``stage_tokens``
+and ``upstream_tokens`` (what equal tokens leaves out), ``seed_gap`` (a small gap against the spread
+over seeds), ``table3_noise`` and ``compare_models`` (ties within the noise).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
 import torch
 
+from minimistral.arch.config import TINY_WINDOW
 from minimistral.arch.hub import from_pretrained, load_config
 from minimistral.arch.params import count_parameters
 from minimistral.cascade.claims import (
@@ -26,12 +32,12 @@ from minimistral.cascade.claims import (
     tokens_to_match,
     validation_curve,
 )
-from minimistral.cascade.pipeline import CHILDREN, PARENT, STAGES, Cascade, Stage, training_curve
+from minimistral.cascade.pipeline import CHILDREN, PARENT, STAGES, Cascade, Stage, train_config, training_curve
 from minimistral.evaluate.cache import cached
 from minimistral.evaluate.loss import Score, model_score, token_bytes, validation_windows, with_total
 from minimistral.files import format_table, write_csv
 from minimistral.paths import results_dir
-from minimistral.scales import ReportScale, get_scale
+from minimistral.scales import LONG_FACTOR, CascadeScale, ReportScale, get_scale
 from minimistral.train import CHECKPOINT
 
 
@@ -127,6 +133,166 @@ def ema(values: list[float], alpha: float = 0.05) -> list[float]:
         m = x if m is None else (1 - alpha) * m + alpha * x
         out.append(m)
     return out
+
+
+def stage_ema(curve: list[dict], key: str = "ntp", alpha: float = 0.05) -> dict[str, list[float]]:
+    """Stage name -> the ``ema`` of column ``key`` over that stage's steps, restarted at its first step.
+
+    Figure 2 smooths each stage on its own: a prune (or the switch to 1,024-token windows) must
+    show as a jump, not be smeared into the previous stage's average. ``curve`` rows may hold
+    strings (``files.read_csv``) or numbers (``curve_rows``).
+    """
+    values: dict[str, list[float]] = {}
+    for r in curve:
+        values.setdefault(r["stage"], []).append(float(r[key]))
+    return {stage: ema(v, alpha) for stage, v in values.items()}
+
+
+def prune_jumps(curve: list[dict]) -> list[dict]:
+    """Figure 2's jump at each prune: a child's first Short step against the last step before the prune.
+
+    Per child: ``before``, the student's training cross-entropy at the last step of the previous
+    child's Short stage (for the first child, the parent itself: its cross-entropy is the
+    teacher's); ``first``, the child's at its first Short step (the pruned model, before any
+    update); ``jump = first - before``. Consecutive steps read different batches, so each is
+    also taken against the teacher on its own batch: ``gap_before``, ``gap_first`` (student
+    minus teacher) and ``jump_vs_teacher = gap_first - gap_before``, which removes the batches'
+    difficulty.
+    """
+
+    def steps(stage: str) -> list[dict]:
+        return [r for r in curve if r["stage"] == stage]
+
+    rows = []
+    previous = None  # the last step of the previous Short stage
+    for child in CHILDREN:
+        short = steps(f"{child}-short")
+        if not short:
+            break
+        first = short[0]
+        ntp, teacher = float(first["ntp"]), float(first["teacher_ce"])
+        if previous is None:
+            before, gap_before = teacher, 0.0
+        else:
+            before, gap_before = float(previous["ntp"]), float(previous["ntp"]) - float(previous["teacher_ce"])
+        rows.append(
+            {
+                "child": child,
+                "before": before,
+                "first": ntp,
+                "jump": ntp - before,
+                "teacher_first": teacher,
+                "gap_before": gap_before,
+                "gap_first": ntp - teacher,
+                "jump_vs_teacher": ntp - teacher - gap_before,
+            }
+        )
+        previous = short[-1]
+    return rows
+
+
+def stage_tokens(kind: str, scale: CascadeScale) -> int:
+    """Training tokens of one ``short`` (256-token windows) or ``long`` (1,024) stage of one child at ``scale``."""
+    cfg = train_config(kind, scale)
+    return cfg.steps * cfg.batch_size * TINY_WINDOW * (1 if kind == "short" else LONG_FACTOR)
+
+
+def upstream_tokens(scale: CascadeScale, parent_tokens: int) -> list[dict]:
+    """What "equal tokens" leaves out: every training stage upstream of the cascade's tiny-3b Init.
+
+    The claims give every tiny-3b run the same budget ``B``, but the cascade's tiny-3b (and
+    ``pruned_ntp`` and ``kd_ntp``, which start from its Init) inherits the parent's pretraining
+    and the Short stages of tiny-14b and tiny-8b (each child is pruned from the previous Short);
+    ``direct`` inherits the pretraining only, ``scratch`` nothing. The Base stages of tiny-14b and
+    tiny-8b are listed with ``ancestor=False``: they are not on tiny-3b's path. Keys: stage,
+    tokens, ancestor.
+    """
+    rows = [{"stage": f"{PARENT} pretraining", "tokens": int(parent_tokens), "ancestor": True}]
+    for child in CHILDREN[:-1]:
+        rows.append({"stage": f"{child} Short", "tokens": stage_tokens("short", scale), "ancestor": True})
+        rows.append({"stage": f"{child} Base", "tokens": stage_tokens("long", scale), "ancestor": False})
+    return rows
+
+
+def seed_gap(claims: list[dict], a: str = "kd_ntp", b: str = "cascade") -> dict:
+    """``a`` minus ``b`` in held-out loss over the seeds both were run with (the same data order per seed).
+
+    Keys: seeds, diffs (per seed, seed 0 first), mean, std (sample, None with one seed), and
+    ``separated``: whether every seed of ``a`` is worse than every seed of ``b`` (the ranges over
+    seeds do not overlap; None with one seed, when there is no spread to compare against).
+    """
+
+    def losses(name: str) -> dict[int, float]:
+        out = {}
+        for r in claims:
+            base, _, seed = r["model"].partition("_seed")
+            if base == name and (seed == "" or seed.isdigit()):
+                out[int(seed or 0)] = float(r["overall_loss"])
+        return out
+
+    la, lb = losses(a), losses(b)
+    seeds = sorted(set(la) & set(lb))
+    diffs = [la[s] - lb[s] for s in seeds]
+    n = len(diffs)
+    separated = None if n < 2 else min(la[s] for s in seeds) > max(lb[s] for s in seeds)
+    return {
+        "seeds": n,
+        "diffs": diffs,
+        "mean": statistics.fmean(diffs),
+        "std": statistics.stdev(diffs) if n > 1 else None,
+        "separated": separated,
+    }
+
+
+def table3_noise(table3: list[dict], a: str, b: str, claims: list[dict], r: ReportScale) -> dict[str, float | None]:
+    r"""Per Table 3 row, the difference between models ``a`` and ``b`` that is within the noise.
+
+    - percentages of items: two standard errors of a difference of two proportions over the row's
+      items (``n_cloze`` per source, ``n_math`` problems): $2 \cdot 100 \sqrt{(p_a(1-p_a) + p_b(1-p_b)) / n}$;
+    - bits per byte and the math log-prob: twice the standard deviation over data-order seeds of the
+      cascade's tiny-3b Short (``cascade_seed<N>`` rows of ``claims``): its per-source bits per byte,
+      and its math loss in nats; None when there is one seed (no spread measured);
+    - the math token accuracy: None (a share of tokens, not of independent items: no yardstick here).
+    """
+    seeds = [row for row in claims if row["model"] == "cascade" or row["model"].startswith("cascade_seed")]
+
+    def seed_noise(column: str) -> float | None:
+        return 2 * statistics.stdev(float(s[column]) for s in seeds) if len(seeds) > 1 else None
+
+    out: dict[str, float | None] = {}
+    for row in table3:
+        name = row["evaluation"]
+        if "token accuracy" in name:
+            out[name] = None
+        elif name.endswith("(%)"):
+            n = r.n_cloze if name.startswith("Cloze") else r.n_math
+            pa, pb = float(row[a]) / 100, float(row[b]) / 100
+            out[name] = 200 * math.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n)
+        elif name.startswith("Bits per byte, "):
+            out[name] = seed_noise(name.removeprefix("Bits per byte, ").split(" ")[0] + "_bpb")
+        else:
+            out[name] = seed_noise("math_loss")
+    return out
+
+
+def compare_models(table3: list[dict], a: str, b: str, noise: dict[str, float | None]) -> list[dict]:
+    """Row by row, ``a - b`` and a verdict: ``tie`` when the difference is within ``noise[row]``, else which
+    model is ahead (lower is better for bits per byte, higher for the rest); ``?`` when the noise is unknown."""
+    rows = []
+    for row in table3:
+        name = row["evaluation"]
+        diff, tol = float(row[a]) - float(row[b]), noise.get(name)
+        if tol is None:
+            verdict = "?"
+        elif abs(diff) <= tol:
+            verdict = "tie"
+        else:
+            lower_better = "lower is better" in name
+            verdict = f"{a if (diff < 0) == lower_better else b} ahead"
+        rows.append(
+            {"evaluation": name, a: float(row[a]), b: float(row[b]), "diff": diff, "noise": tol, "verdict": verdict}
+        )
+    return rows
 
 
 @torch.no_grad()

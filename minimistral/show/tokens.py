@@ -1,4 +1,4 @@
-"""Plotting helpers for the notebooks (matplotlib is imported lazily: it is an optional dependency)."""
+"""Token boxes: which characters each token of a text covers (notebooks 01 and 02; matplotlib imported lazily)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ from collections.abc import Sequence
 
 from minimistral.data.tokenizer import Tokenizer
 
-# Light, distinguishable fills for neighbouring tokens.
-TOKEN_COLOURS = ("#fde2a6", "#b9e3f5", "#cdeccb", "#f7c6d9", "#ddd3f2", "#f9d3b4")
+# Two fills that alternate token by token, so that neighbouring tokens never share a colour; every token
+# also gets its own outlined box, inset from its neighbours, so where one ends and the next starts is visible.
+TOKEN_COLOURS = ("#fde2a6", "#b9e3f5")
+TOKEN_EDGE = "#555555"
+GAP = 0.09  # white margin, in character cells, on each side of a token's box
 SHOW = {" ": "·", "\n": "↵", "\t": "→"}  # how whitespace is drawn, so that a token's leading space shows
 
 
 def token_pieces(tokenizer: Tokenizer, text: str) -> list[str]:
     """The text each token of ``text`` stands for, in order (``"".join`` gives ``text`` back).
 
-    Works for any ``minimistral.tokenizer.Tokenizer`` (ours or Tekken) by decoding growing
+    Works for any ``data.tokenizer.Tokenizer`` (ours or Tekken) by decoding growing
     prefixes of the ids; a token that ends inside a multi-byte character gets an empty piece
     and the character goes to the token that completes it.
     """
@@ -48,21 +51,48 @@ def token_layout(pieces: Sequence[str], width: int = 64) -> list[tuple[int, str,
     return cells
 
 
-def _draw_cells(ax, cells: Sequence[tuple[int, str, int, int]], top: float, fontsize: float) -> None:
-    """Boxes and characters of ``token_layout`` cells, row 0 starting ``top`` units below y = 0."""
-    from matplotlib.patches import Rectangle
+def token_runs(cells: Sequence[tuple[int, str, int, int]]) -> list[tuple[int, int, int, int]]:
+    """``(token index, row, first column, width)`` of every unbroken run of one token's cells on one row.
 
-    for k, ch, row, col in cells:
+    A token drawn on one line is one run; a token that wraps (longer than a line) is one run per line.
+    """
+    runs: list[list[int]] = []
+    for k, _, row, col in cells:
+        if runs and runs[-1][0] == k and runs[-1][1] == row and runs[-1][2] + runs[-1][3] == col:
+            runs[-1][3] += 1
+        else:
+            runs.append([k, row, col, 1])
+    return [(k, row, col, width) for k, row, col, width in runs]
+
+
+def _draw_cells(ax, cells: Sequence[tuple[int, str, int, int]], top: float, fontsize: float) -> None:
+    """One outlined box per token (run) and its characters, row 0 starting ``top`` units below y = 0.
+
+    Fills alternate between the two ``TOKEN_COLOURS`` in token order (tokens that cover no character,
+    which end inside a multi-byte character, are skipped), and each box is inset by ``GAP`` on both
+    sides, so two neighbouring tokens always differ in colour and are separated by a white gap.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    shown = {k: n for n, k in enumerate(dict.fromkeys(k for k, *_ in cells))}  # k -> its rank among drawn tokens
+    for k, row, col, width in token_runs(cells):
         y = -top - row - 1
-        ax.add_patch(Rectangle((col, y), 1, 0.86, facecolor=TOKEN_COLOURS[k % len(TOKEN_COLOURS)], edgecolor="none"))
-        ax.text(col + 0.5, y + 0.43, ch, ha="center", va="center", fontsize=fontsize, family="monospace")
+        box = FancyBboxPatch(
+            (col + GAP, y + 0.04), width - 2 * GAP, 0.82, boxstyle="round,pad=0,rounding_size=0.12",
+            facecolor=TOKEN_COLOURS[shown[k] % len(TOKEN_COLOURS)], edgecolor=TOKEN_EDGE, linewidth=0.6,
+        )  # fmt: skip
+        ax.add_patch(box)
+    for _, ch, row, col in cells:
+        y = -top - row - 1
+        ax.text(col + 0.5, y + 0.45, ch, ha="center", va="center", fontsize=fontsize, family="monospace")
 
 
 def draw_token_panels(panels: Sequence[tuple[str, Sequence[str]]], width: int = 64, fontsize: float = 9):
     """A figure of titled token-box blocks stacked top to bottom, one per ``(title, pieces)``; returns it.
 
-    One monospace cell per character, a new colour per token; spaces show as ``·`` and
-    newlines as ``↵``, so the boxes show exactly which characters each token covers.
+    One monospace cell per character and one outlined box per token, in alternating colours with a
+    gap between boxes; spaces show as ``·`` and newlines as ``↵``, so the boxes show exactly which
+    characters each token covers.
     """
     import matplotlib.pyplot as plt
 
