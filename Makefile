@@ -18,13 +18,13 @@ setup: $(STAMP)
 
 # The whole reproduction: the driver trains and scores everything at the default scale (it continues
 # from whatever is done: run it again after an interruption), then every notebook is re-executed on
-# its outputs (no training twice, scores cached by checkpoint content) and rewrites figures/.
+# its outputs (no training twice, scores cached by checkpoint content), embeds its figures and rewrites figures/.
 # No timeout anywhere: a slow machine takes longer, it does not fail.
 reproduce: $(STAMP)
 	$(BIN)/minimistral reproduce --scale default
 	cd notebooks && for nb in $(notdir $(NBS)); do \
 	  echo "== $$nb"; \
-	  MPLBACKEND=Agg ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.timeout=-1 $$nb || exit 1; \
 	done
 

@@ -208,8 +208,16 @@ class Trainer:
 
     # --- pieces a later stage may override -------------------------------------------
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module that runs forward/backward (DDP/FSDP would wrap ``model`` here); compiled on request."""
-        return torch.compile(model) if self.cfg.compile else model
+        """The module that runs forward/backward (DDP/FSDP would wrap ``model`` here); compiled on request.
+
+        Compiling drops the graphs of earlier models first: every stage of a run trains a new model
+        through the same ``forward``, and without the reset dynamo stops compiling it (and trains
+        eagerly) once ``recompile_limit`` (8) is reached: the default cascade hit it in its second stage.
+        """
+        if not self.cfg.compile:
+            return model
+        torch.compiler.reset()
+        return torch.compile(model)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """AdamW; weight decay on matrices only (not on norm gains); one fused kernel when compiling."""
