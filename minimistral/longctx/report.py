@@ -13,6 +13,8 @@ Rows may hold strings (``files.read_csv``) or numbers (the tables ``study.measur
 
 from __future__ import annotations
 
+from statistics import fmean
+
 from minimistral.arch.config import TINY_WINDOW
 from minimistral.cascade.pipeline import CHILDREN, PARENT
 
@@ -37,11 +39,7 @@ def window_means(rows: list[dict], child: str, variant: str, stage: str, window:
     starts, losses = bucket_curve(rows, child, variant, stage)
     inside = [v for p, v in zip(starts, losses, strict=True) if p < window]
     past = [v for p, v in zip(starts, losses, strict=True) if p >= window]
-    return {"inside": _mean(inside), "past": _mean(past)}
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+    return {"inside": fmean(inside) if inside else float("nan"), "past": fmean(past) if past else float("nan")}
 
 
 def passkey_grid(
@@ -77,7 +75,7 @@ def passkey_targets(
         values = [float(r[metric]) for r in select(rows, model, variant, stage) if keep(int(r["length"]))]
         worst = min(values) if values else None
         met = None if target is None else worst is not None and worst >= target
-        mean = sum(values) / len(values) if values else None
+        mean = fmean(values) if values else None
         return {
             "model": model,
             "stage": stage,
