@@ -26,7 +26,8 @@ TOKENIZER_FILES = ("tekken.json", "tokenizer.json", "tokenizer_config.json", "sp
 
 def cmd_params(args) -> None:
     from minimistral.arch.config import CONFIGS, TINY_CONFIGS, TINY_OF_REAL
-    from minimistral.arch.params import family_ratios_table, params_table
+    from minimistral.arch.params import family_ratios_table, params_table, vision_params_table
+    from minimistral.vision.config import PIXTRAL
 
     if args.family == "tiny":
         print(params_table(TINY_CONFIGS))
@@ -34,20 +35,36 @@ def cmd_params(args) -> None:
         print(family_ratios_table(TINY_CONFIGS, CONFIGS, TINY_OF_REAL))
     else:
         print(params_table(CONFIGS))
+        print("\nwith image understanding (the same Pixtral encoder in every model, one projector each):")
+        print(vision_params_table(CONFIGS, PIXTRAL))
 
 
 def cmd_generate(args) -> None:
     from minimistral.arch.generate import generate
-    from minimistral.arch.hub import from_pretrained, load_config
+    from minimistral.arch.hub import from_pretrained, load_config, load_vision_config
     from minimistral.arch.model import default_device
     from minimistral.data.tokenizer import load_tokenizer
+    from minimistral.errors import ImageError
+    from minimistral.vision.images import image_prompt, read_images
 
     load_config(args.checkpoint)  # fail fast on a wrong directory, before reading any weights
+    vision = load_vision_config(args.checkpoint)
+    if args.image and vision is None:
+        raise ImageError(f"{args.checkpoint}: --image needs a vision-language (mistral3) checkpoint; text-only")
+    images = {}
+    if args.image:
+        pixel_values, image_sizes = read_images(args.image, vision)
+        images = dict(pixel_values=pixel_values, image_sizes=image_sizes)
     tok = load_tokenizer(args.checkpoint)
     device = torch.device(args.device) if args.device else default_device()
     model = from_pretrained(args.checkpoint, dtype=DTYPES.get(args.dtype), device=device)
-    ids = torch.tensor([tok.encode(args.prompt)], device=device)
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id)
+    ids = tok.encode(args.prompt)
+    if images:
+        ids = image_prompt(ids[1:] if ids[:1] == [tok.bos_id] else ids, images["image_sizes"], vision, tok.bos_id)
+    ids = torch.tensor([ids], device=device)
+    out = generate(
+        model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id, **images
+    )
     new = [t for t in out[0, ids.shape[1] :].tolist() if t != tok.eos_id]
     print(args.prompt + tok.decode(new))
 
@@ -56,7 +73,7 @@ def cmd_convert(args) -> None:
     from minimistral.arch.hub import from_pretrained, save_pretrained
 
     src, dst = Path(args.checkpoint), Path(args.out)
-    model = from_pretrained(src, dtype=DTYPES.get(args.dtype))
+    model = from_pretrained(src, dtype=DTYPES.get(args.dtype), text_only=True)
     shard = int(args.max_shard_size_mb * 2**20) if args.max_shard_size_mb else None
     save_pretrained(model, dst, max_shard_size=shard)
     _copy_tokenizer(src, dst)
@@ -176,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="continue a prompt with a checkpoint's model and tokenizer")
     s.add_argument("--checkpoint", required=True, help="HF-format directory with tekken.json or tokenizer.json")
     s.add_argument("--prompt", required=True)
+    s.add_argument(
+        "--image", action="append", default=[], metavar="FILE", help="an image before the prompt (repeatable)"
+    )
     s.add_argument("--max-new-tokens", type=int, default=64)
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     s.add_argument("--top-p", type=float, default=1.0)

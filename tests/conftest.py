@@ -61,3 +61,28 @@ def hf_dir(tmp_path):
         return model, path
 
     return make
+
+
+def hf_vision_model(tied: bool = False, kind: str = "ministral3", seed: int = 0, std: float = 0.15, **text_kw):
+    """A tiny random ``Mistral3ForConditionalGeneration``: the text config above, a 2-layer Pixtral of
+    patch 4 (8-pixel merged tokens), SiLU FFN; weights N(0, std) so differences are visible."""
+    vision = transformers.PixtralVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=4,
+        hidden_act="silu",
+    )
+    text = hf_config(kind, tie_word_embeddings=tied, **text_kw)
+    cfg = transformers.Mistral3Config(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), tie_word_embeddings=tied
+    )
+    torch.manual_seed(seed)
+    model = transformers.Mistral3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.normal_(0, std)
+    return model

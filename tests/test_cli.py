@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import hf_model
+from conftest import hf_model, hf_vision_model
 
 import minimistral
 from minimistral.cli import main
@@ -17,6 +17,10 @@ def test_params_prints_the_family(capsys):
     out = capsys.readouterr().out
     for count in ("3,429,006,336", "8,489,553,920", "13,506,073,600", "23,572,403,200"):
         assert count in out
+    assert "403,305,472" in out  # the Pixtral encoder
+    for projector in ("16,778,240", "25,166,848", "35,652,608"):
+        assert projector in out
+    assert f"{3_429_006_336 + 403_305_472 + 16_778_240:,}" in out  # 3B with vision
 
 
 def tekken_file() -> Path:
@@ -40,6 +44,51 @@ def test_generate_with_real_tekken(tmp_path, capsys):
         0, ids.shape[1] :
     ]
     assert text.rstrip("\n") == "The capital of France" + tok.decode([t for t in new.tolist() if t != tok.eos_id])
+
+
+def test_generate_with_images(tmp_path, capsys):
+    """Two images before the prompt: the CLI's text is the model's greedy continuation of the image prompt."""
+    import numpy as np
+    from PIL import Image
+
+    from minimistral.vision.images import image_prompt, read_images
+
+    hf = hf_vision_model(vocab_size=131072, hidden_size=32, intermediate_size=48, num_hidden_layers=1)
+    hf.save_pretrained(tmp_path / "ckpt")
+    shutil.copy(tekken_file(), tmp_path / "ckpt" / "tekken.json")
+    rng = np.random.default_rng(0)
+    for name, shape in (("a.png", (20, 30, 3)), ("b.png", (9, 9))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+    images = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    argv = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "Two images", "--max-new-tokens", "6"]
+    assert main([*argv, "--image", images[0], "--image", images[1]]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    model, tok = minimistral.from_pretrained(tmp_path / "ckpt"), load_tokenizer(tmp_path / "ckpt")
+    pixels, sizes = read_images(images, model.vision_config)
+    ids = torch.tensor([image_prompt(tok.encode("Two images", bos=False), sizes, model.vision_config, tok.bos_id)])
+    assert ids[0].tolist().count(10) == 3 * 4 + 2 * 2  # 20x30 px -> 24x32 -> 3x4 tokens; 9x9 -> 16x16 -> 2x2
+    new = minimistral.generate(model, ids, 6, eos_token_id=tok.eos_id, pixel_values=pixels, image_sizes=sizes)
+    assert text == "Two images" + tok.decode([t for t in new[0, ids.shape[1] :].tolist() if t != tok.eos_id])
+
+
+def test_generate_image_errors_are_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    hf_vision_model().save_pretrained(tmp_path / "vl")
+    hf_model("ministral3").save_pretrained(tmp_path / "text")
+    Image.new("RGB", (16, 16)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes((tmp_path / "ok.png").read_bytes()[:40])
+    Image.new("I;16", (16, 16)).save(tmp_path / "deep.png")
+    for ckpt, image, message in [
+        ("text", "ok.png", "text-only"),
+        ("vl", "broken.png", "broken.png: not a readable image"),
+        ("vl", "deep.png", "unsupported image mode 'I;16'"),
+        ("vl", "missing.png", "missing.png: no such image file"),
+    ]:
+        argv = ["generate", "--checkpoint", str(tmp_path / ckpt), "--prompt", "x", "--image", str(tmp_path / image)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_generate_with_tokenizer_json(tmp_path, capsys):

@@ -85,7 +85,7 @@ def test_bf16_file_loads_as_bf16(tmp_path):
     assert minimistral.from_pretrained(tmp_path / "bf16", dtype=torch.float32).lm_head.weight.dtype == torch.float32
 
 
-def test_mistral3_multimodal_text_part_loads(tmp_path, caplog):
+def test_mistral3_multimodal_loads_whole_or_text_only(tmp_path, caplog):
     text = hf_config("ministral3")
     vision = transformers.PixtralVisionConfig(
         hidden_size=32,
@@ -101,10 +101,13 @@ def test_mistral3_multimodal_text_part_loads(tmp_path, caplog):
         transformers.Mistral3Config(text_config=text.to_dict(), vision_config=vision.to_dict())
     ).eval()
     mm.save_pretrained(tmp_path / "mm")
+    whole = minimistral.from_pretrained(tmp_path / "mm")
+    assert hasattr(whole, "vision_tower")  # the image path: tests/test_vision.py
     with caplog.at_level("WARNING", logger="minimistral"):
-        ours = minimistral.from_pretrained(tmp_path / "mm")
-    assert "vision" in caplog.text
+        ours = minimistral.from_pretrained(tmp_path / "mm", text_only=True)
+    assert "vision" in caplog.text and not hasattr(ours, "vision_tower")
     assert (logits(ours, IDS) - logits(mm, IDS)).abs().max() < 1e-4
+    assert (logits(whole, IDS) - logits(mm, IDS)).abs().max() < 1e-4
     assert cli_main(["convert", "--checkpoint", str(tmp_path / "mm"), "--out", str(tmp_path / "text")]) == 0
     text_only = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "text").eval()
     assert (logits(text_only, IDS) - logits(mm, IDS)).abs().max() < 1e-4

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from minimistral.arch.model import Ministral3
+from minimistral.errors import ImageError
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator=None) -> torch.Tensor:
@@ -37,6 +38,8 @@ def generate(
     seed: int | None = None,
     eos_token_id: int | None = None,
     stop: Callable[[list[int]], bool] | None = None,
+    pixel_values: torch.Tensor | None = None,
+    image_sizes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Continue ``input_ids [batch, seq]`` by up to ``max_new_tokens``; returns ``[batch, seq + new]``.
 
@@ -45,6 +48,8 @@ def generate(
     with it and generation stops when every row has finished (as transformers does).
     ``stop(new tokens of a row)`` finishes a row too, after the token that made it hold
     (a stop string, say); later tokens of that row are EOS if ``eos_token_id`` is given.
+    ``pixel_values`` / ``image_sizes``: the images of the prompt's ``[IMG]`` tokens (a vision-language
+    model, ``vision.model``); they are read once, in the prefill.
     """
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -59,7 +64,12 @@ def generate(
     cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens)
     out = [input_ids]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    logits = model(input_ids, cache, last_only=True)[:, -1]  # prefill: [batch, vocab]
+    images = {}
+    if pixel_values is not None:
+        if not hasattr(model, "vision_tower"):
+            raise ImageError("images given to a text-only model (its checkpoint has no vision encoder)")
+        images = dict(pixel_values=pixel_values.to(device), image_sizes=image_sizes)
+    logits = model(input_ids, cache, last_only=True, **images)[:, -1]  # prefill: [batch, vocab]
     for step in range(max_new_tokens):
         token = sample_next(logits, temperature, top_p, generator)  # [batch]
         if eos_token_id is not None:

@@ -21,19 +21,21 @@ from minimistral.arch.config import ModelConfig
 from minimistral.arch.model import Ministral3, skeleton
 from minimistral.errors import CheckpointError
 from minimistral.files import atomic_write
+from minimistral.vision.config import VisionConfig
 
 log = logging.getLogger("minimistral")
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "consolidated.00.pth")
-# mistral3 (multimodal) layouts, old (transformers 4) and new (5): text part -> our names
+# mistral3 (multimodal) layouts, old (transformers 4) and new (5) -> our names
 TEXT_PREFIXES = {
     "model.language_model.": "model.",
     "language_model.model.": "model.",
     "language_model.lm_head.": "lm_head.",
 }
-SKIPPED_PREFIXES = ("vision_tower.", "model.vision_tower.", "multi_modal_projector.", "model.multi_modal_projector.")
+VISION_MODULES = ("vision_tower.", "multi_modal_projector.")  # our names: vision.model.VisionLanguageModel
+VISION_PREFIXES = {prefix + m: m for m in VISION_MODULES for prefix in ("model.", "")}
 
 
 def load_config(path: str | os.PathLike) -> ModelConfig:
@@ -86,18 +88,40 @@ def _open(file: Path):
         raise CheckpointError(f"{file}: unreadable safetensors file ({exc}); is it truncated?") from None
 
 
-def text_name(name: str) -> str | None:
-    """Stored name -> our parameter name; None for the vision tower and projector."""
-    if name.startswith(SKIPPED_PREFIXES):
-        return None
-    for old, new in TEXT_PREFIXES.items():
+def our_name(name: str) -> str:
+    """Stored name (any layout) -> our parameter name, vision tower and projector included."""
+    for old, new in (VISION_PREFIXES | TEXT_PREFIXES).items():
         if name.startswith(old):
             return new + name[len(old) :]
     return name
 
 
-def read_tensors(path: str | os.PathLike) -> Iterator[tuple[str, str, Path, torch.Tensor]]:
-    """Yield (our name, stored name, file, tensor) lazily, one file open at a time."""
+def text_name(name: str) -> str | None:
+    """Stored name -> our parameter name; None for the vision tower and projector."""
+    ours = our_name(name)
+    return None if ours.startswith(VISION_MODULES) else ours
+
+
+def hf_name(name: str, vision: bool) -> str:
+    """Our parameter name -> the name transformers stores (``mistral3``'s layout when ``vision``)."""
+    if vision and name.startswith(("model.", *VISION_MODULES)):
+        return "model." + ("language_model." + name[len("model.") :] if name.startswith("model.") else name)
+    return name
+
+
+def load_vision_config(path: str | os.PathLike) -> VisionConfig | None:
+    """The vision side of a ``mistral3`` ``config.json``; None for a text-only checkpoint."""
+    file = Path(path) / "config.json"
+    load_config(path)  # the same clear errors for a missing or malformed file
+    raw = json.loads(file.read_text())
+    return VisionConfig.from_hf_dict(raw, str(file)) if raw.get("model_type") == "mistral3" else None
+
+
+def read_tensors(path: str | os.PathLike, vision: bool = False) -> Iterator[tuple[str, str, Path, torch.Tensor]]:
+    """Yield (our name, stored name, file, tensor) lazily, one file open at a time.
+
+    Without ``vision`` the vision tower and projector are skipped (with a notice).
+    """
     by_file: dict[Path, list[str]] = {}
     for name, file in weight_files(path).items():
         by_file.setdefault(file, []).append(name)
@@ -106,7 +130,7 @@ def read_tensors(path: str | os.PathLike) -> Iterator[tuple[str, str, Path, torc
         with _open(file) as f:
             stored = set(f.keys())
             for name in names:
-                ours = text_name(name)
+                ours = our_name(name) if vision else text_name(name)
                 if ours is None:
                     skipped += 1
                     continue
@@ -121,20 +145,29 @@ def read_tensors(path: str | os.PathLike) -> Iterator[tuple[str, str, Path, torc
         log.warning("minimistral: skipped %d vision-tower/projector tensors (text model only)", skipped)
 
 
-def from_pretrained(path: str | os.PathLike, dtype: torch.dtype | None = None, device=None) -> Ministral3:
-    """Load a Hugging Face-format directory (``ministral3``, ``mistral``, or ``mistral3``'s text part).
+def from_pretrained(
+    path: str | os.PathLike, dtype: torch.dtype | None = None, device=None, text_only: bool = False
+) -> Ministral3:
+    """Load a Hugging Face-format directory: ``ministral3`` or ``mistral`` (text), or ``mistral3``.
 
+    A ``mistral3`` directory with its vision tensors gives the whole
+    :class:`~minimistral.vision.model.VisionLanguageModel` (a :class:`Ministral3` that also reads
+    images); with ``text_only``, or when it holds no vision tensors, its language model alone.
     ``dtype`` defaults to the stored dtype (bf16 stays bf16); a model has one dtype, so a
     checkpoint that mixes dtypes is cast to that of its first tensor. ``device`` defaults to cpu.
     Errors (:class:`CheckpointError`) name the file and the tensor or key at fault.
     """
     cfg = load_config(path)
+    vision = None if text_only else load_vision_config(path)
+    if vision is not None and not any(our_name(n).startswith(VISION_MODULES) for n in weight_files(path)):
+        log.warning("minimistral: %s has no vision tensors; loading its language model only", path)
+        vision = None
     device = torch.device(device or "cpu")
-    model = skeleton(cfg)
+    model = skeleton(cfg, vision)
     expected = {name: p for name, p in model.named_parameters()}  # tied head appears once
     tied_head = "lm_head.weight" if cfg.tie_word_embeddings else None
     loaded: set[str] = set()
-    for name, stored_name, file, tensor in read_tensors(path):
+    for name, stored_name, file, tensor in read_tensors(path, vision=vision is not None):
         if name == tied_head:
             continue  # tied: the head is the embedding matrix
         if name not in expected:
@@ -162,7 +195,10 @@ def _set_parameter(model: torch.nn.Module, name: str, value: torch.Tensor) -> No
 
 
 def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: int | None = None) -> Path:
-    """Write ``config.json`` and safetensors weights that ``transformers.AutoModelForCausalLM`` loads.
+    """Write ``config.json`` and safetensors weights that transformers loads into the same model.
+
+    A text model is a ``ministral3`` / ``mistral`` directory (``AutoModelForCausalLM``); a
+    vision-language model a ``mistral3`` one (``Mistral3ForConditionalGeneration``).
 
     With ``max_shard_size`` (bytes) the weights are split into shards plus an index.
     Every file is written to a temporary name and renamed into place, so an
@@ -170,9 +206,11 @@ def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: 
     """
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
+    vision = getattr(model, "vision_config", None)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
+    state = {hf_name(k, vision is not None): v for k, v in state.items()}
     shards = _shard(state, max_shard_size)
     files: dict[str, bytes | dict] = {}
     if len(shards) == 1:
@@ -185,7 +223,7 @@ def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: 
             "weight_map": {k: n for n, shard in zip(names, shards, strict=True) for k in shard},
         }
         files[INDEX] = json.dumps(index, indent=2).encode()
-    config = model.config.to_hf_dict() | {"dtype": str(next(iter(state.values())).dtype).removeprefix("torch.")}
+    config = hf_config(model.config, vision) | {"dtype": str(next(iter(state.values())).dtype).removeprefix("torch.")}
     files["config.json"] = json.dumps(config, indent=2).encode()
     for name, content in files.items():
         atomic_write(d / name, content)
@@ -193,6 +231,21 @@ def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: 
         if stale.name not in files:
             stale.unlink()
     return d
+
+
+def hf_config(cfg: ModelConfig, vision: VisionConfig | None) -> dict:
+    """``config.json`` of a text model, or of a ``mistral3`` model with ``vision``."""
+    if vision is None:
+        return cfg.to_hf_dict()
+    text = {k: v for k, v in cfg.to_hf_dict().items() if k != "architectures"}
+    return {
+        "architectures": ["Mistral3ForConditionalGeneration"],
+        "model_type": "mistral3",
+        "text_config": text,
+        "vision_config": vision.to_hf_dict(),
+        **vision.wrapper_hf_dict(),
+        "tie_word_embeddings": cfg.tie_word_embeddings,  # transformers 5 ties mistral3's head by this flag
+    }
 
 
 def _shard(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:

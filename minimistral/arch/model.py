@@ -171,8 +171,9 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg)
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)  # [b, t, hidden]
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, embeds=None) -> torch.Tensor:
+        """Final hidden states ``[b, t, hidden]``; ``embeds`` replaces the token embeddings (images put in)."""
+        x = self.embed_tokens(input_ids) if embeds is None else embeds  # [b, t, hidden]
         past = cache.length if cache is not None else 0
         if cache is not None:
             cache.reserve(input_ids.shape[1])
@@ -206,7 +207,7 @@ class Ministral3(nn.Module):
         the two writers of the residual stream per block (``o_proj``, ``down_proj``): N(0, std / sqrt(2L)),
         so the stream's variance does not grow with depth (GPT-2's scaled initialisation)."""
         writer_std = std / (2 * self.config.num_hidden_layers) ** 0.5
-        for name, m in self.named_modules():
+        for name, m in [*self.model.named_modules(), ("lm_head", self.lm_head)]:
             if isinstance(m, nn.Linear | nn.Embedding):
                 nn.init.normal_(m.weight, std=writer_std if name.endswith(("o_proj", "down_proj")) else std)
             elif isinstance(m, RMSNorm):
@@ -226,20 +227,27 @@ class Ministral3(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def skeleton(cfg: ModelConfig) -> Ministral3:
-    """The model on PyTorch's meta device: every parameter has its real shape and no storage (nothing initialised)."""
+def skeleton(cfg: ModelConfig, vision=None) -> Ministral3:
+    """The model on PyTorch's meta device: every parameter has its real shape and no storage (nothing initialised).
+
+    With a ``vision.config.VisionConfig``, the vision-language model (``vision.model``) around the decoder.
+    """
     with torch.device("meta"):
-        return Ministral3(cfg)
+        if vision is None:
+            return Ministral3(cfg)
+        from minimistral.vision.model import VisionLanguageModel  # the vision package builds on this module
+
+        return VisionLanguageModel(cfg, vision)
 
 
-def assemble(cfg: ModelConfig, state: dict[str, torch.Tensor], clone: bool = True) -> Ministral3:
+def assemble(cfg: ModelConfig, state: dict[str, torch.Tensor], clone: bool = True, vision=None) -> Ministral3:
     """A model of ``cfg`` whose parameters are the tensors of ``state`` (cloned unless ``clone=False``).
 
     The one way a model is made from existing tensors (loading, pruning, rescaling positions): a
     :func:`skeleton`, the tensors assigned in place of its meta parameters, the head re-tied. A
     tied config ignores ``state``'s ``lm_head.weight``; a parameter ``state`` lacks is an error.
     """
-    model = skeleton(cfg)
+    model = skeleton(cfg, vision)
     tied = "lm_head.weight" if cfg.tie_word_embeddings else None
     state = {k: v.detach().clone() if clone else v for k, v in state.items() if k != tied}
     model.load_state_dict(state, strict=False, assign=True)

@@ -60,6 +60,20 @@ def params_table(configs: dict[str, ModelConfig]) -> str:
     return format_table(rows)
 
 
+def vision_params_table(configs: dict[str, ModelConfig], vision) -> str:
+    """Each model with image understanding: language model, vision encoder, projector, total (exact counts).
+
+    ``vision`` is a ``vision.config.VisionConfig``: the encoder is shared (the same ViT in every
+    model), the projector's output width is each model's own hidden size.
+    """
+    rows = [("model", "LM params", "vision encoder", "projector", "total with vision")]
+    for name, c in configs.items():
+        split = skeleton(c, vision).parameter_split()
+        counts = (split["language model"], split["vision encoder"], split["projector"], sum(split.values()))
+        rows.append((name, *(f"{v:,}" for v in counts)))
+    return format_table(rows)
+
+
 RATIOS = {  # name -> f(config, parent config)
     "depth/parent": lambda c, p: c.num_hidden_layers / p.num_hidden_layers,
     "hidden/parent": lambda c, p: c.hidden_size / p.hidden_size,

@@ -19,6 +19,10 @@ Three kinds of document (``KINDS``), each ``<s> ... </s>`` and at most ``length`
   document) again at the end: plain copying, the induction-head pattern. Long spans matter:
   with spans of 8-64 tokens (1.5% of tokens) the parent still had not learnt to copy after 150
   steps (benchmarks/retrieval_experiment.py); a long copy is many tokens whose loss only copying lowers.
+- ``shuffle``: as ``repeat``, but the passage's tokens in a random order: real tokens of the
+  prose with no language left in them, so nothing but copying predicts the span at the end (in
+  real-prose ``repeat`` documents a model lowers the copy's loss by language modelling alone
+  and feels little pull towards copying).
 
 Every document records where its answer copies from: ``ids[answer : answer + size] ==
 ids[source : source + size]`` with ``source < answer``.
@@ -48,7 +52,7 @@ import numpy as np
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
 
-KINDS = ("passkey", "kv", "repeat")
+KINDS = ("passkey", "kv", "repeat", "shuffle")
 KV_FACT = "The number of {word} is {value}."
 KV_QUESTION = "What is the number of {word}? The number of {word} is"
 MIN_LENGTH = 64  # shortest document asked for; lengths are uniform in [MIN_LENGTH, max_length]
@@ -184,10 +188,23 @@ def repeat_document(pool: ProsePool, rng: np.random.Generator, length: int) -> R
     return _document(pool, "repeat", text + text[source : source + size], source, len(text), size)
 
 
+def shuffle_document(pool: ProsePool, rng: np.random.Generator, length: int) -> RetrievalDocument:
+    """A prose passage with its tokens permuted, then ``size`` consecutive tokens of it again; <= ``length``."""
+    size = int(rng.integers(MIN_SPAN, (length - 2) // 2 + 1))
+    text: list[int] = []
+    while not text:
+        text = _join(pool.passage(rng, length - 2 - size))
+    text = [text[i] for i in rng.permutation(len(text))]
+    size = min(size, len(text))
+    source = int(rng.integers(len(text) - size + 1))
+    return _document(pool, "shuffle", text + text[source : source + size], source, len(text), size)
+
+
 MAKERS: dict[str, Callable[[ProsePool, np.random.Generator, int], RetrievalDocument]] = {
     "passkey": passkey_document,
     "kv": kv_document,
     "repeat": repeat_document,
+    "shuffle": shuffle_document,
 }
 
 
