@@ -5,17 +5,20 @@ running this again continues from what is done, and a notebook can call any step
 
     parent = pretrain_parent(scale)                    # §3    our Mistral Small 3.1: runs/parent-<scale>
     prune_study(parent, scale)                         # §3.1  every pruning heuristic on the parent
+    seeing = see_parent(parent, root, scale)           # §2    a new ViT + projector: the parent reads images
     source = parent
     for child in tiny-14b, tiny-8b, tiny-3b:           # §3.1  Algorithm 1, Cascade Distillation
         init = cascade.prune(source, child)            #       Algorithm 2          -> "<child> Init"
         short = cascade.distil_short(init, child)      #       KD, 256 tokens       -> "<child> Short"
-        cascade.extend_long(short, child)              #       YaRN + KD, 1,024     -> "<child> Base"
+        base = cascade.extend_long(short, child)       #       YaRN + KD, 1,024     -> "<child> Base"
+        see_child(base, seeing, child)                 # §2    frozen copied ViT, new projector, KD
         source = short                                 #       the next child starts from Short
     run_claims(cascade)                                # §3.1  the paper's claims at equal tokens
     run_longctx_study(cascade, scale)                  # §2    the long stage's position variants
+    run_vision_study(root, scale)                      # §2    image questions: family, baselines, ablations
     report(cascade, scale, ...)                        # §4    every table -> data/results (cached scores)
 
-Later issues append vision and post-training steps. ``--from STEP`` deletes that step's outputs
+Later issues append post-training steps. ``--from STEP`` deletes that step's outputs
 and every later step's, then runs; the wall time of every step that ran is kept in
 ``<results>/reproduce_times.csv``.
 """
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 
 from minimistral.cascade.claims import run_claims
-from minimistral.cascade.pipeline import CHILDREN, STAGES, Cascade
+from minimistral.cascade.pipeline import CHILDREN, KINDS, Cascade
 from minimistral.cascade.report import report
 from minimistral.evaluate.cache import checkpoint_key
 from minimistral.files import format_table, read_csv, write_csv, write_json
@@ -37,8 +40,10 @@ from minimistral.paths import cascade_dir, parent_dir, results_dir, runs_dir
 from minimistral.pretrain import evaluate_parent, pretrain
 from minimistral.prune.study import run_study
 from minimistral.scales import get_scale
+from minimistral.vision.study import run_vision_study, see_child, see_parent
 
-STEPS = ("pretrain", "prune-study", *(s.name for s in STAGES), "claims", "longctx", "score")
+CHILD_STEPS = tuple(f"{child}-{kind}" for child in CHILDREN for kind in (*KINDS, "vision"))  # each child's, in order
+STEPS = ("pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "score")
 
 
 def reproduce(scale: str = "default", from_step: str | None = None, device=None) -> dict[str, list[dict]]:
@@ -50,15 +55,19 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
     clock = StepClock(scale)  # clock.run(step, its outputs, function, *args) = function(*args), timed
     parent = clock.run("pretrain", [parent_dir(scale)], pretrain_parent, scale, device)
     clock.run("prune-study", [parent_dir(scale) / "prune-study.json"], prune_study, parent, scale, device)
+    seeing = clock.run("vision-parent", [root / "vision-parent"], see_parent, parent, root, scale, device)
     cascade = Cascade(parent, root, scale, device=device)
     source = parent
     for child in CHILDREN:
         init = clock.run(f"{child}-init", [root / f"{child}-init"], cascade.prune, source, child)
         short = clock.run(f"{child}-short", [root / f"{child}-short"], cascade.distil_short, init, child)
-        clock.run(f"{child}-long", [root / f"{child}-long"], cascade.extend_long, short, child)
+        base = clock.run(f"{child}-long", [root / f"{child}-long"], cascade.extend_long, short, child)
+        out = root / f"{child}-vision"
+        clock.run(f"{child}-vision", [out], see_child, base, seeing, out, scale, 0, device)
         source = short
     clock.run("claims", [root / "claims"], run_claims, cascade)
     longctx = clock.run("longctx", [root / "longctx", scores], run_longctx_study, cascade, scale)
+    clock.run("vision-study", [root / "vision-study", results_dir(scale)], run_vision_study, root, scale, device)
     return clock.run("score", [scores], report, cascade, scale, longctx)
 
 
@@ -97,7 +106,7 @@ def forget(scale: str, step: str) -> None:
         shutil.rmtree(parent, ignore_errors=True)
     if "prune-study" in later:
         (parent / "prune-study.json").unlink(missing_ok=True)
-    for name in [s.name for s in STAGES] + ["claims", "longctx"]:  # each a directory of the cascade's root
+    for name in [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study"]:  # directories of the root
         if name in later:
             shutil.rmtree(root / name, ignore_errors=True)
 

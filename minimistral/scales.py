@@ -81,6 +81,28 @@ class LongScale:
 
 
 @dataclass(frozen=True)
+class VisionScale:
+    """Image understanding (paper §2): the parent's new encoder and projector, each child's projector, the study.
+
+    Scenes of real digits (``vision.data``): ``train_scenes`` x 4 questions to train on, ``test_scenes``
+    x 4 held out (other source images). The ablations run on tiny-3b over ``seeds`` seeds.
+    """
+
+    train_scenes: int
+    test_scenes: int
+    align_steps: int  # the parent's new encoder and projector, aligned to its output head
+    parent_steps: int  # the parent on the image questions
+    child_steps: int  # each child's projector (and language model), distilled from the parent
+    align_batch_size: int = 64
+    batch_size: int = 32
+    align_lr: float = 3e-3
+    lr: float = 1e-3
+    lm_lr_scale: float = 1.0  # the parent's language model's learning rate, relative to ``lr``
+    seeds: int = 1
+    compile: bool = False
+
+
+@dataclass(frozen=True)
 class ReportScale:
     """How much the scores read: held-out windows per source, math problems, cloze questions."""
 
@@ -97,6 +119,7 @@ class Scale:
     cascade: CascadeScale
     longctx: LongScale
     report: ReportScale
+    vision: VisionScale
 
 
 # Only the default scale compiles: compiling costs 15-40 s per model, more than a ci stage trains.
@@ -113,6 +136,10 @@ SCALES = {
         ),
         longctx=LongScale(windows=2, bucket=256, lengths=(128, 512), depths=(0.0, 1.0), passkeys=2),
         report=ReportScale(per_source=4, n_math=4, n_cloze=8),
+        vision=VisionScale(
+            train_scenes=48, test_scenes=8, align_steps=6, parent_steps=4, child_steps=3, align_batch_size=16,
+            batch_size=8,
+        ),
     ),
     "default": Scale(
         name="default",
@@ -121,6 +148,9 @@ SCALES = {
         cascade=CascadeScale(short_steps=100, long_steps=25, claim_seeds=3, compile=True),
         longctx=LongScale(),
         report=ReportScale(per_source=32, n_math=50, n_cloze=100),
+        vision=VisionScale(
+            train_scenes=3000, test_scenes=250, align_steps=500, parent_steps=150, child_steps=100, seeds=3
+        ),
     ),
 }  # fmt: skip
 

@@ -188,8 +188,10 @@ class Trainer:
         val_loss_fn: Callable[[torch.nn.Module, Any], dict] | None = None,
         extra_files: dict[str, Path] | None = None,
         desc: str = "train",
+        lr_scale: Callable[[str], float] | None = None,
     ):
         self.cfg, self.loss_fn, self.desc = cfg, loss_fn, desc
+        self.lr_scale = lr_scale or (lambda name: 1.0)
         self.val_loss_fn = val_loss_fn
         self.out = Path(out_dir)
         self.device = torch.device(device) if device else default_device()
@@ -220,11 +222,15 @@ class Trainer:
         return torch.compile(model)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW; weight decay on matrices only (not on norm gains); one fused kernel when compiling."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        """AdamW over the parameters that require grad; weight decay on matrices only (not on norm gains);
+        ``lr_scale(name)`` multiplies a parameter's learning rate; one fused kernel when compiling."""
+        groups: dict[tuple[bool, float], list] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                groups.setdefault((p.ndim >= 2, float(self.lr_scale(name))), []).append(p)
         groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            {"params": ps, "weight_decay": self.cfg.weight_decay if matrix else 0.0, "lr_scale": scale}
+            for (matrix, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))
         ]
         kernel = {"fused": True} if self.cfg.compile else {"foreach": True}
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), **kernel)
@@ -279,7 +285,7 @@ class Trainer:
         """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss and extra scalars, tokens)."""
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before lr_scale: 1
         self.train_model.train()
         totals: dict[str, float] = {}
         total_tokens = 0
@@ -391,7 +397,7 @@ class Trainer:
 
         with torch.no_grad():
             params = dict(self.model.named_parameters())
-            for name, _, _, tensor in read_tensors(d):
+            for name, _, _, tensor in read_tensors(d, vision=True):
                 if name in params:
                     params[name].copy_(tensor)
         tensors = load_file(d / OPTIMIZER_FILE)

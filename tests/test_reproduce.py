@@ -9,36 +9,44 @@ from minimistral.arch.hub import save_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.cascade.pipeline import STAGES
 
+EXTRA = ("vision-parent", "claims", "longctx", "vision-study")  # the root's directories besides the children's
+
 
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
-    """A fake run tree: parent, every stage, claims and longctx directories, under tmp_path."""
+    """A fake run tree: parent, every child's step, the parent's vision, claims, longctx and vision-study."""
     parent, root = tmp_path / "parent-x", tmp_path / "cascade-x"
     monkeypatch.setattr(rp, "parent_dir", lambda scale: parent)
     monkeypatch.setattr(rp, "cascade_dir", lambda scale: root)
-    for d in [parent / "checkpoint", *(root / s.name for s in STAGES), root / "claims", root / "longctx"]:
+    for d in [parent / "checkpoint", *(root / s for s in rp.CHILD_STEPS), *(root / n for n in EXTRA)]:
         d.mkdir(parents=True)
     (parent / "prune-study.json").write_text("{}")
     return parent, root
 
 
 def _left(parent, root):
-    names = [s.name for s in STAGES if (root / s.name).exists()]
-    extra = [n for n in ("claims", "longctx") if (root / n).exists()]
+    names = [s for s in rp.CHILD_STEPS if (root / s).exists()]
+    extra = [n for n in EXTRA if (root / n).exists()]
     return parent.exists(), (parent / "prune-study.json").exists(), names, extra
+
+
+def test_every_stage_of_the_cascade_is_a_step_in_order():
+    stages = [s.name for s in STAGES]
+    assert [s for s in rp.CHILD_STEPS if not s.endswith("-vision")] == stages
+    assert rp.STEPS.index("vision-parent") < rp.STEPS.index(stages[0])  # children copy the parent's ViT
 
 
 def test_from_a_stage_deletes_it_and_every_later_step(tree):
     parent, root = tree
     rp.forget("x", "tiny-8b-long")
-    kept = [s.name for s in STAGES][: [s.name for s in STAGES].index("tiny-8b-long")]
-    assert _left(parent, root) == (True, True, kept, [])
+    kept = list(rp.CHILD_STEPS[: rp.CHILD_STEPS.index("tiny-8b-long")])
+    assert _left(parent, root) == (True, True, kept, ["vision-parent"])
 
 
 def test_from_longctx_keeps_the_cascade_and_the_claims(tree):
     parent, root = tree
     rp.forget("x", "longctx")
-    assert _left(parent, root) == (True, True, [s.name for s in STAGES], ["claims"])
+    assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), ["vision-parent", "claims"])
 
 
 def test_from_pretrain_deletes_everything_and_an_unknown_step_is_an_error(tree):

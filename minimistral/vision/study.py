@@ -1,0 +1,148 @@
+"""Image understanding across the tiny family: the driver's vision steps and what they measure.
+
+Steps of ``minimistral reproduce`` (each returns at once when its checkpoint exists):
+
+* :func:`see_parent` -> ``<cascade root>/vision-parent/questions/checkpoint``: the tiny parent with
+  a new Pixtral-shaped encoder and projector (``vision.train.vision_parent``);
+* :func:`see_child` -> ``<cascade root>/<child>-vision/checkpoint``: each child's Base with the
+  parent's encoder copied and frozen and a new projector, distilled from the parent
+  (``vision.train.vision_child``); a step right after the child's long stage, so the cascade's
+  text stages and the long-context study stay exactly as they were;
+* :func:`run_vision_study`: accuracy on held-out image questions of the parent and every child,
+  against chance, the majority answer and the parent reading black images (text only); on
+  tiny-3b over ``scale.vision.seeds`` seeds: the paper's recipe (frozen ViT, KD) against a
+  projector trained with next-token loss only and against an unfrozen ViT.
+  -> ``data/results/vision_accuracy.csv`` and ``vision_ablations.csv``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from minimistral.arch.hub import from_pretrained
+from minimistral.data.tokenizer import load_tokenizer
+from minimistral.files import write_csv
+from minimistral.paths import results_dir
+from minimistral.scales import Scale, get_scale
+from minimistral.train import CHECKPOINT, TrainConfig, finished
+from minimistral.vision.config import TINY_VISION
+from minimistral.vision.data import ImageQuestions, SceneCells, load_mnist, make_scenes, split_sources
+from minimistral.vision.train import answer_accuracy, vision_child, vision_parent
+
+CHILD_MODELS = ("tiny-14b", "tiny-8b", "tiny-3b")
+ABLATIONS = {  # name -> vision_child options; "paper" is the paper's recipe
+    "paper": dict(ntp_weight=0.0, freeze_vit=True),
+    "next-token only": dict(ntp_weight=1.0, freeze_vit=True),
+    "ViT unfrozen": dict(ntp_weight=0.0, freeze_vit=False),
+}
+ABLATION_CHILD = "tiny-3b"
+
+
+@dataclass(frozen=True)
+class VisionData:
+    cells: SceneCells  # the alignment stage's scenes (the training scenes)
+    train: ImageQuestions
+    test: ImageQuestions  # scenes of held-out source images only
+
+
+@cache
+def vision_data(tokenizer_dir: str, scale_name: str) -> VisionData:
+    """Training and held-out image questions at ``scale`` (deterministic; built once per process)."""
+    v = get_scale(scale_name).vision
+    tok = load_tokenizer(tokenizer_dir)
+    images, labels = load_mnist()
+    sources = split_sources(labels)
+    scenes = make_scenes(sources["train"], v.train_scenes, seed=0)
+    test = make_scenes(sources["test"], v.test_scenes, seed=1)
+    return VisionData(
+        SceneCells(scenes, images, labels, tok, TINY_VISION),
+        ImageQuestions(scenes, images, labels, tok, TINY_VISION),
+        ImageQuestions(test, images, labels, tok, TINY_VISION),
+    )
+
+
+def _config(scale: Scale, steps: int, batch_size: int, lr: float, seed: int = 0) -> TrainConfig:
+    every = max(1, steps // 4)
+    return TrainConfig(
+        steps=steps, batch_size=batch_size, lr=lr, min_lr=lr / 10, warmup_steps=max(1, steps // 10), seed=seed,
+        compile=scale.vision.compile, eval_every=every, eval_batches=4, ckpt_every=every,
+    )  # fmt: skip
+
+
+def see_parent(parent: Path, root: Path, scale: str | Scale, device=None) -> Path:
+    """The parent that reads images: ``root/vision-parent/questions/checkpoint``."""
+    s = get_scale(scale)
+    out = root / "vision-parent"
+    if finished(out / "questions", s.vision.parent_steps):
+        return out / "questions" / CHECKPOINT
+    data = vision_data(str(parent), s.name)
+    align = _config(s, s.vision.align_steps, s.vision.align_batch_size, s.vision.align_lr)
+    tune = _config(s, s.vision.parent_steps, s.vision.batch_size, s.vision.lr)
+    return vision_parent(parent, data.cells, data.train, out, align, tune, s.vision.lm_lr_scale, data.test, device)
+
+
+def see_child(base: Path, teacher: Path, out: Path, scale: str | Scale, seed: int = 0, device=None, **options) -> Path:
+    """A child that reads images through the parent's frozen ViT and its own projector: ``out/checkpoint``."""
+    s = get_scale(scale)
+    if finished(out, s.vision.child_steps):
+        return out / CHECKPOINT
+    data = vision_data(str(teacher), s.name)
+    cfg = _config(s, s.vision.child_steps, s.vision.batch_size, s.vision.lr, seed)
+    return vision_child(base, teacher, data.train, out, cfg, val_data=data.test, device=device, **options)
+
+
+# ----------------------------------------------------------------------------- measurements
+def chance(data: ImageQuestions) -> dict[str, float]:
+    """Accuracy of a uniform guess among the answers a kind can have (scenes of 1-3 digits)."""
+    n_answers = {"read": 10 + 10**2 + 10**3, "count": 3, "sum": 28, "max": 10}
+    return {k: 1 / n_answers[k] for k in data.kinds}
+
+
+def majority(train: ImageQuestions, test: ImageQuestions) -> dict[str, float]:
+    """Accuracy on ``test`` of always giving the most frequent training answer of each kind."""
+    out = {}
+    for i, kind in enumerate(test.kinds):
+        common = Counter(train.answer_text(j) for j in range(i, len(train), len(train.kinds))).most_common(1)[0][0]
+        out[kind] = statistics.fmean(test.answer_text(j) == common for j in range(i, len(test), len(test.kinds)))
+    return out
+
+
+def _row(model: str, recipe: str, seed, acc: dict[str, float]) -> dict:
+    return (
+        {"model": model, "recipe": recipe, "seed": seed}
+        | {k: round(v, 4) for k, v in acc.items()}
+        | {"mean": round(statistics.fmean(acc.values()), 4)}
+    )
+
+
+def run_vision_study(root: Path, scale: str | Scale, device=None) -> dict[str, list[dict]]:
+    """Every vision model's held-out accuracy, the baselines and the tiny-3b ablations; CSVs in ``results_dir``."""
+    s = get_scale(scale)
+    parent = root / "vision-parent" / "questions" / CHECKPOINT
+    data = vision_data(str(parent), s.name)
+    teacher = from_pretrained(parent, device=device)
+    rows = [
+        _row("chance", "uniform answer", "", chance(data.test)),
+        _row("majority", "most frequent training answer", "", majority(data.train, data.test)),
+        _row("tiny-24b", "text only (black images)", 0, answer_accuracy(teacher, data.test, blind=True)),
+        _row("tiny-24b", "parent: new ViT + projector", 0, answer_accuracy(teacher, data.test)),
+    ]
+    for child in CHILD_MODELS:
+        model = from_pretrained(root / f"{child}-vision" / CHECKPOINT, device=device)
+        rows.append(_row(child, "paper", 0, answer_accuracy(model, data.test)))
+    ablations = [r for r in rows if r["model"] == ABLATION_CHILD]
+    base = root / f"{ABLATION_CHILD}-long" / CHECKPOINT
+    for recipe, options in ABLATIONS.items():
+        for seed in range(s.vision.seeds):
+            if recipe == "paper" and seed == 0:
+                continue  # the driver's own tiny-3b vision step
+            out = root / "vision-study" / f"{recipe.replace(' ', '-')}-s{seed}"
+            ckpt = see_child(base, parent, out, s, seed=seed, device=device, **options)
+            ablations.append(_row(ABLATION_CHILD, recipe, seed, answer_accuracy(from_pretrained(ckpt), data.test)))
+    write_csv(rows, results_dir(s.name) / "vision_accuracy.csv")
+    write_csv(ablations, results_dir(s.name) / "vision_ablations.csv")
+    return {"accuracy": rows, "ablations": ablations}
