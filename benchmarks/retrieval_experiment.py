@@ -30,7 +30,7 @@ from dataclasses import asdict
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
-from minimistral.data.retrieval import filler_sentences
+from minimistral.data.retrieval import filler_sentences, parse_shares
 from minimistral.data.sources import PROSE_FILES
 from minimistral.evaluate.loss import model_score, token_bytes, validation_windows, with_total
 from minimistral.files import format_table
@@ -42,13 +42,6 @@ from minimistral.scales import SCALES, PretrainScale
 
 DEPTHS = (0.0, 1 / 3, 2 / 3, 1.0)
 SHORT, LONG = (128, 256), (512, 1024)
-
-
-def parse_shares(text: str) -> dict[str, float]:
-    """``passkey=0.04,kv=0.015`` -> dict; ``none`` -> {} (no retrieval documents)."""
-    if text == "none":
-        return {}
-    return {k: float(v) for k, v in (item.split("=") for item in text.split(","))}
 
 
 def heldout_filler(corpus) -> list[str]:

@@ -1,6 +1,7 @@
 """Has a checkpoint learnt to copy from its context? Passkey retrieval and the loss on repeated spans.
 
-Usage: ``python benchmarks/retrieval_probe.py runs/parent-default/checkpoint [--n 10]``
+Usage: ``python benchmarks/retrieval_probe.py runs/parent-default/checkpoint [--n 10] [--retrieval kind=share,...]``
+(``--retrieval``: the mixture the checkpoint trained on, as ``retrieval_experiment.py`` takes it).
 
 - passkey (``longctx.passkey.passkey_accuracy``) at 128 and 256 tokens, key at depth 0, 1/2, 1:
   greedy exact match, digit accuracy, first digit, and ``gain`` (nats per digit the needle adds
@@ -20,6 +21,7 @@ import torch
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
+from minimistral.data.retrieval import parse_shares
 from minimistral.evaluate.loss import token_losses
 from minimistral.longctx.passkey import passkey_accuracy
 
@@ -40,8 +42,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("--n", type=int, default=10, help="passkey examples per cell")
+    p.add_argument("--retrieval", default=None, help="kind=share,... of the corpus (default: the project's)")
     args = p.parse_args()
-    corpus = build_corpus()
+    shares = None if args.retrieval is None else parse_shares(args.retrieval)
+    corpus = build_corpus(retrieval=shares)
     model = from_pretrained(args.checkpoint).eval()
     state = json.loads(Path(args.checkpoint, "trainer_state.json").read_text())
     print(f"{args.checkpoint}: step {state['step']}")
@@ -50,7 +54,7 @@ def main() -> None:
     for k in ("exact", "digits", "first", "gain"):
         rows = ", ".join(f"{length}: {grid[k][i].numpy().round(3).tolist()}" for i, length in enumerate(lengths))
         print(f"passkey {k:6s} (depths {depths}) {rows}")
-    for kind in ("repeat", "passkey", "kv"):
+    for kind in dict.fromkeys(p["kind"] for p in corpus.retrieval):
         first, copy = copy_losses(model, corpus, kind)
         print(f"{kind}: loss at the first occurrence {first:.2f}, at the copy {copy:.2f} nats/token")
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import hf_config, hf_model, transformers
+from conftest import hf_model, hf_vision_model, transformers
 from safetensors.torch import load_file, save_file
 
 import minimistral
@@ -86,20 +86,7 @@ def test_bf16_file_loads_as_bf16(tmp_path):
 
 
 def test_mistral3_multimodal_loads_whole_or_text_only(tmp_path, caplog):
-    text = hf_config("ministral3")
-    vision = transformers.PixtralVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        head_dim=16,
-        image_size=56,
-        patch_size=14,
-    )
-    torch.manual_seed(0)
-    mm = transformers.Mistral3ForConditionalGeneration(
-        transformers.Mistral3Config(text_config=text.to_dict(), vision_config=vision.to_dict())
-    ).eval()
+    mm = hf_vision_model(tied=True)
     mm.save_pretrained(tmp_path / "mm")
     whole = minimistral.from_pretrained(tmp_path / "mm")
     assert hasattr(whole, "vision_tower")  # the image path: tests/test_vision.py

@@ -190,3 +190,14 @@ def test_training_keys_rarely_are_evaluation_keys(corpus):
     assert len(keys) > 0.95 * sum(p["kind"] == "passkey" for p in corpus.retrieval)  # 5-digit keys, few repeats
     evaluation = {e.key for e in passkey_examples(corpus.tokenizer, 256, 0.5, 20, seed=0)}
     assert len(evaluation & keys) <= 2  # ~0.7% of 90,000 keys are drawn: ~0.15 of 20 expected
+
+
+def test_parse_shares():
+    from minimistral.data.retrieval import parse_shares
+
+    assert parse_shares("passkey=0.04,shuffle=0.05") == {"passkey": 0.04, "shuffle": 0.05}
+    assert parse_shares("none") == {}
+    with pytest.raises(ValueError, match="unknown kinds"):
+        parse_shares("copy=0.1")
+    with pytest.raises(ValueError, match="expected kind=share"):
+        parse_shares("passkey")

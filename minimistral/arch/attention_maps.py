@@ -18,8 +18,9 @@ class _Stop(Exception):
     """Raised by a capture hook to end the forward pass once the wanted tensor is seen."""
 
 
-def _capture(model: Ministral3, module: torch.nn.Module, input_ids: torch.Tensor, pre: bool) -> torch.Tensor:
-    """Run ``model`` on ``input_ids`` until ``module`` runs; return its input (``pre``) or output."""
+def _capture(model: Ministral3, module: torch.nn.Module, input_ids: torch.Tensor, pre: bool, **images) -> torch.Tensor:
+    """Run ``model`` on ``input_ids`` (and ``images``: ``pixel_values``, ``image_sizes``) until ``module``
+    runs; return its input (``pre``) or output."""
     seen: list[torch.Tensor] = []
 
     def hook(_module, args, output=None):
@@ -29,7 +30,7 @@ def _capture(model: Ministral3, module: torch.nn.Module, input_ids: torch.Tensor
     handle = module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            model(input_ids)
+            model(input_ids, **images)
     except _Stop:
         pass
     finally:
@@ -39,7 +40,7 @@ def _capture(model: Ministral3, module: torch.nn.Module, input_ids: torch.Tensor
     return seen[0]
 
 
-def attention_inputs(model: Ministral3, input_ids: torch.Tensor, layer: int) -> dict[str, torch.Tensor]:
+def attention_inputs(model: Ministral3, input_ids: torch.Tensor, layer: int, **images) -> dict[str, torch.Tensor]:
     r"""Queries, keys and values of one layer as its attention sees them (paper section 2).
 
     The layer's input is captured after its attention RMSNorm (a forward hook on
@@ -51,7 +52,7 @@ def attention_inputs(model: Ministral3, input_ids: torch.Tensor, layer: int) -> 
     """
     block = model.model.layers[layer]
     attn = block.self_attn
-    x = _capture(model, block.input_layernorm, input_ids, pre=False)  # [b, t, hidden]
+    x = _capture(model, block.input_layernorm, input_ids, pre=False, **images)  # [b, t, hidden]
     t = x.shape[1]
     with torch.no_grad():
         cos, sin, temp = model.model.rotary(0, t, x.device, x.dtype)  # [t, d], [t, d], [t, 1]
@@ -69,15 +70,16 @@ def attention_inputs(model: Ministral3, input_ids: torch.Tensor, layer: int) -> 
     return {"q": q.float(), "k": k.float(), "v": v.float(), "temperature": tau}
 
 
-def attention_probabilities(model: Ministral3, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+def attention_probabilities(model: Ministral3, input_ids: torch.Tensor, layer: int, **images) -> torch.Tensor:
     r"""Softmax attention of one layer, ``[batch, heads, seq, seq]`` (query rows, key columns).
 
     $P = \mathrm{softmax}\big(\tau(p)\, R_p q \cdot (R_s k)^\top / \sqrt{d} + M\big)$ with the
     causal mask $M$ (and the sliding window, if the config has one), the quantity the
     model's ``scaled_dot_product_attention`` call computes implicitly (paper section 2).
+    ``images`` (``pixel_values``, ``image_sizes``) go to a vision-language model with the prompt.
     Computed in float32; ``P @ v`` reproduces the layer's attention output before ``o_proj``.
     """
-    qkv = attention_inputs(model, input_ids, layer)
+    qkv = attention_inputs(model, input_ids, layer, **images)
     q, k = qkv["q"], qkv["k"]  # [b, h, t, d]
     t, d = q.shape[2], q.shape[3]
     scores = einsum(q, k, "b h i d, b h j d -> b h i j") / math.sqrt(d)  # [b, h, t, t]

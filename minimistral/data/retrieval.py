@@ -60,6 +60,19 @@ MIN_SPAN = 8  # tokens copied by a ``repeat`` document: uniform in [MIN_SPAN, (l
 _WORD = re.compile(r"^[a-z]{4,12}$")  # kv keys: plain lower-case words of the prose
 
 
+def parse_shares(text: str) -> dict[str, float]:
+    """``passkey=0.04,kv=0.015`` -> ``{"passkey": 0.04, "kv": 0.015}``; ``none`` -> {} (no retrieval documents)."""
+    if text == "none":
+        return {}
+    try:
+        shares = {k: float(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise ValueError(f"retrieval shares: expected kind=share,... or none, got {text!r}") from None
+    if unknown := set(shares) - set(KINDS):
+        raise ValueError(f"retrieval shares: unknown kinds {sorted(unknown)}; choose from {KINDS}")
+    return shares
+
+
 def filler_sentences(text: str) -> list[str]:
     """Prose as filler: ``text`` split into sentences, whitespace collapsed (verse lines run together)."""
     sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?;])\s+", text)]

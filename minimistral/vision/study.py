@@ -11,8 +11,9 @@ Steps of ``minimistral reproduce`` (each returns at once when its checkpoint exi
 * :func:`run_vision_study`: accuracy on held-out image questions of the parent and every child,
   against chance, the majority answer and the parent reading black images (text only); on
   tiny-3b over ``scale.vision.seeds`` seeds: the paper's recipe (frozen ViT, KD) against a
-  projector trained with next-token loss only and against an unfrozen ViT.
-  -> ``data/results/vision_accuracy.csv`` and ``vision_ablations.csv``.
+  projector trained with next-token loss only and against an unfrozen ViT; and whether learning
+  to see moved each language model's prose and math (held-out bits per byte before and after).
+  -> ``data/results/vision_accuracy.csv``, ``vision_ablations.csv``, ``vision_text_bpb.csv``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from minimistral.arch.config import TINY_WINDOW
 from minimistral.arch.hub import from_pretrained
+from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer
+from minimistral.evaluate.loss import model_score, token_bytes, validation_windows, with_total
 from minimistral.files import write_csv
-from minimistral.paths import results_dir
+from minimistral.paths import parent_dir, results_dir
 from minimistral.scales import Scale, get_scale
 from minimistral.train import CHECKPOINT, TrainConfig, finished
 from minimistral.vision.config import TINY_VISION
@@ -145,4 +149,27 @@ def run_vision_study(root: Path, scale: str | Scale, device=None) -> dict[str, l
             ablations.append(_row(ABLATION_CHILD, recipe, seed, answer_accuracy(from_pretrained(ckpt), data.test)))
     write_csv(rows, results_dir(s.name) / "vision_accuracy.csv")
     write_csv(ablations, results_dir(s.name) / "vision_ablations.csv")
-    return {"accuracy": rows, "ablations": ablations}
+    text = text_before_after(root, s, device)
+    write_csv(text, results_dir(s.name) / "vision_text_bpb.csv")
+    return {"accuracy": rows, "ablations": ablations, "text": text}
+
+
+def text_before_after(root: Path, scale: Scale, device=None) -> list[dict]:
+    """Held-out bits per byte of each language model before and after its vision step, per source."""
+    corpus = build_corpus()
+    nbytes = token_bytes(corpus.tokenizer, corpus.vocab_size)
+    windows = validation_windows(corpus, TINY_WINDOW, scale.report.per_source)
+    pairs = {"tiny-24b": (parent_dir(scale.name) / CHECKPOINT, root / "vision-parent" / "questions" / CHECKPOINT)}
+    pairs |= {c: (root / f"{c}-long" / CHECKPOINT, root / f"{c}-vision" / CHECKPOINT) for c in CHILD_MODELS}
+    rows = []
+    for model, (before, after) in pairs.items():
+        scores = []
+        for ck in (before, after):
+            model_ = from_pretrained(ck, device=device)
+            scores.append(with_total({k: model_score(model_, w, nbytes) for k, w in windows.items()}))
+        rows += [
+            {"model": model, "source": src, "bpb_before": round(scores[0][src].bits_per_byte, 4),
+             "bpb_after": round(scores[1][src].bits_per_byte, 4)}
+            for src in scores[0]
+        ]  # fmt: skip
+    return rows
