@@ -51,8 +51,8 @@ def heldout_filler(corpus) -> list[str]:
             for s in filler_sentences(text)]  # fmt: skip
 
 
-def passkey_rows(model, tokenizer, lengths, filler, n: int, **labels) -> list[dict]:
-    grid = passkey_accuracy(model, tokenizer, lengths, DEPTHS, n=n, filler=filler)
+def passkey_rows(model, tokenizer, lengths, sentences, n: int, **labels) -> list[dict]:
+    grid = passkey_accuracy(model, tokenizer, lengths, DEPTHS, n=n, filler=sentences)
     return [
         labels | {"length": length, "depth": round(depth, 3)} | {k: float(grid[k][i, j]) for k in PASSKEY_METRICS}
         for i, length in enumerate(lengths)

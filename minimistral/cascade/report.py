@@ -39,6 +39,7 @@ from minimistral.files import format_table, write_csv
 from minimistral.paths import results_dir
 from minimistral.scales import LONG_FACTOR, CascadeScale, ReportScale, get_scale
 from minimistral.train import CHECKPOINT
+from minimistral.vision.study import IMAGE_ROW, table3_image_row
 
 
 class Evaluator:
@@ -252,7 +253,8 @@ def table3_noise(table3: list[dict], a: str, b: str, claims: list[dict], r: Repo
     - bits per byte and the math log-prob: twice the standard deviation over data-order seeds of the
       cascade's tiny-3b Short (``cascade_seed<N>`` rows of ``claims``): its per-source bits per byte,
       and its math loss in nats; None when there is one seed (no spread measured);
-    - the math token accuracy: None (a share of tokens, not of independent items: no yardstick here).
+    - the math token accuracy: None (a share of tokens, not of independent items: no yardstick here);
+      the image row: None (``vision.study`` measures its spread over seeds on tiny-3b).
     """
     seeds = [row for row in claims if row["model"] == "cascade" or row["model"].startswith("cascade_seed")]
 
@@ -262,8 +264,8 @@ def table3_noise(table3: list[dict], a: str, b: str, claims: list[dict], r: Repo
     out: dict[str, float | None] = {}
     for row in table3:
         name = row["evaluation"]
-        if "token accuracy" in name:
-            out[name] = None
+        if "token accuracy" in name or name == IMAGE_ROW:
+            out[name] = None  # the image row's spread over seeds is in vision_ablations.csv
         elif name.endswith("(%)"):
             n = r.n_cloze if name.startswith("Cloze") else r.n_math
             pa, pb = float(row[a]) / 100, float(row[b]) / 100
@@ -303,7 +305,7 @@ def report(cascade: Cascade, scale: str, longctx: dict | None = None) -> dict[st
     tables = {
         "cascade_curve": curve_rows(cascade),
         "cascade_stages": stage_table(cascade, ev),
-        "cascade_table3": table3(cascade, r),
+        "cascade_table3": table3(cascade, r) + table3_image_row(scale),
     }
     if all((run_dir(cascade, n) / CHECKPOINT).is_dir() for n in (*RUNS, *seeded_runs(cascade))):
         tables["cascade_claims"] = claims_table(cascade, ev)

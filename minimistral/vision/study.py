@@ -29,7 +29,7 @@ from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer
 from minimistral.evaluate.loss import model_score, token_bytes, validation_windows, with_total
-from minimistral.files import write_csv
+from minimistral.files import read_csv, write_csv, write_json
 from minimistral.paths import parent_dir, results_dir
 from minimistral.scales import Scale, get_scale
 from minimistral.train import CHECKPOINT, TrainConfig, finished
@@ -44,6 +44,17 @@ ABLATIONS = {  # name -> vision_child options; "paper" is the paper's recipe
     "ViT unfrozen": dict(ntp_weight=0.0, freeze_vit=False),
 }
 ABLATION_CHILD = "tiny-3b"
+PARENT_RECIPE = "parent: new ViT + projector"
+IMAGE_ROW = "Image questions, exact match, greedy (%)"  # Table 3's row for images, as the paper's MMMU
+
+
+def table3_image_row(scale: str) -> list[dict]:
+    """Table 3's image row (mean over the four question kinds) from ``vision_accuracy.csv``; [] before the study."""
+    file = results_dir(scale) / "vision_accuracy.csv"
+    if not file.is_file():
+        return []
+    mine = {r["model"]: r for r in read_csv(file) if r["recipe"] in (PARENT_RECIPE, "paper")}
+    return [{"evaluation": IMAGE_ROW} | {m: round(100 * float(r["mean"]), 2) for m, r in mine.items()}]
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,10 @@ def _row(model: str, recipe: str, seed, acc: dict[str, float]) -> dict:
 def run_vision_study(root: Path, scale: str | Scale, device=None) -> dict[str, list[dict]]:
     """Every vision model's held-out accuracy, the baselines and the tiny-3b ablations; CSVs in ``results_dir``."""
     s = get_scale(scale)
+    done, names = root / "vision-study" / "done.json", ("accuracy", "ablations", "text")
+    files = {n: results_dir(s.name) / f"vision_{n if n != 'text' else 'text_bpb'}.csv" for n in names}
+    if done.is_file() and all(f.is_file() for f in files.values()):  # --from an earlier step deletes `done`
+        return {n: read_csv(f) for n, f in files.items()}
     parent = root / "vision-parent" / "questions" / CHECKPOINT
     data = vision_data(str(parent), s.name)
     teacher = from_pretrained(parent, device=device)
@@ -133,7 +148,7 @@ def run_vision_study(root: Path, scale: str | Scale, device=None) -> dict[str, l
         _row("chance", "uniform answer", "", chance(data.test)),
         _row("majority", "most frequent training answer", "", majority(data.train, data.test)),
         _row("tiny-24b", "text only (black images)", 0, answer_accuracy(teacher, data.test, blind=True)),
-        _row("tiny-24b", "parent: new ViT + projector", 0, answer_accuracy(teacher, data.test)),
+        _row("tiny-24b", PARENT_RECIPE, 0, answer_accuracy(teacher, data.test)),
     ]
     for child in CHILD_MODELS:
         model = from_pretrained(root / f"{child}-vision" / CHECKPOINT, device=device)
@@ -147,11 +162,11 @@ def run_vision_study(root: Path, scale: str | Scale, device=None) -> dict[str, l
             out = root / "vision-study" / f"{recipe.replace(' ', '-')}-s{seed}"
             ckpt = see_child(base, parent, out, s, seed=seed, device=device, **options)
             ablations.append(_row(ABLATION_CHILD, recipe, seed, answer_accuracy(from_pretrained(ckpt), data.test)))
-    write_csv(rows, results_dir(s.name) / "vision_accuracy.csv")
-    write_csv(ablations, results_dir(s.name) / "vision_ablations.csv")
-    text = text_before_after(root, s, device)
-    write_csv(text, results_dir(s.name) / "vision_text_bpb.csv")
-    return {"accuracy": rows, "ablations": ablations, "text": text}
+    tables = {"accuracy": rows, "ablations": ablations, "text": text_before_after(root, s, device)}
+    for name, table in tables.items():
+        write_csv(table, files[name])
+    write_json({"tables": [str(f.name) for f in files.values()]}, done)
+    return tables
 
 
 def text_before_after(root: Path, scale: Scale, device=None) -> list[dict]:
