@@ -6,7 +6,8 @@ chance on passkey retrieval (``longctx.passkey_accuracy``). A small share of doc
 can only be predicted by looking back (synthetic data for in-context retrieval, in the spirit
 of the passkey test of Mohtashami & Jaggi 2023 and of induction-head studies) teaches it.
 
-Three kinds of document (``KINDS``), each ``<s> ... </s>`` and at most ``length`` tokens:
+Four kinds of document (``KINDS``; the default mixture uses the first three), each ``<s> ... </s>``
+and at most ``length`` tokens:
 
 - ``passkey``: contiguous sentences of a training play or poem with ``NEEDLE`` (a
   random 5-digit key) between two sentences at a random depth, then ``QUESTION`` and

@@ -1,10 +1,12 @@
 """Teaching the tiny family to see (paper section 2): the parent's encoder and projector, then each child's projector.
 
 * :func:`vision_parent`: the tiny parent (our Mistral Small 3.1) gets a new Pixtral-shaped ViT
-  (``TINY_VISION``) and projector, trained on image questions (``vision.data``) with next-token
-  loss on the answers. Its language model trains too, at a tenth of the learning rate (our
-  choice, measured against a frozen one in the vision study): the paper's parent was trained
-  on interleaved image-text from the start, ours only read text.
+  (``TINY_VISION``) and projector, first aligned to its output head, then trained on image
+  questions (``vision.data``) with next-token loss on the answers. Its language model trains
+  too, at ``lm_lr_scale`` times the learning rate (1 at the default scale: with 0.1 the
+  training loss after 60 steps was 0.86 nats against 0.44, measured once): the paper's parent
+  was trained on interleaved image-text from the start, ours only read text. It sees no text
+  in this step and forgets some (the study measures how much: ``vision_text_bpb.csv``).
 * :func:`vision_child`: a child copies the parent's ViT bitwise and freezes it, gets a new
   projector, and learns from the parent by logit distillation (forward KL) on the same image
   questions: projector and language model train, as in the paper's distillation, where the
@@ -106,7 +108,7 @@ def vision_parent(
     out_dir: str | os.PathLike,
     align: TrainConfig,
     tune: TrainConfig,
-    lm_lr_scale: float = 0.1,
+    lm_lr_scale: float = 1.0,
     val_questions: ImageQuestions | None = None,
     device=None,
 ) -> Path:
