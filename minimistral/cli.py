@@ -58,9 +58,10 @@ def cmd_generate(args) -> None:
     tok = load_tokenizer(args.checkpoint)
     device = torch.device(args.device) if args.device else default_device()
     model = from_pretrained(args.checkpoint, dtype=DTYPES.get(args.dtype), device=device)
-    ids = tok.encode(args.prompt)
     if images:
-        ids = image_prompt(ids[1:] if ids[:1] == [tok.bos_id] else ids, images["image_sizes"], vision, tok.bos_id)
+        ids = image_prompt(tok.encode(args.prompt, bos=False), images["image_sizes"], vision, tok.bos_id)
+    else:
+        ids = tok.encode(args.prompt)
     ids = torch.tensor([ids], device=device)
     out = generate(
         model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id, **images

@@ -142,13 +142,13 @@ class PixtralEncoder(nn.Module):
         grids = patch_grids(image_sizes, cfg.patch_size)
         patches = self.patch_conv(pixel_values.to(self.patch_conv.weight.dtype))  # [n, hidden, H/P, W/P]
         per_image = [rearrange(p[:, :r, :c], "d r c -> (r c) d") for p, (r, c) in zip(patches, grids, strict=True)]
+        if len(set(grids)) == 1:  # same size: a batch of images, one rotary table, nothing to mask
+            rope = axial_rope(*grids[0], cfg.head_dim, cfg.rope_theta, patches.device)
+            cos, sin = (t.to(patches.dtype) for t in rope)
+            out = self.transformer(self.ln_pre(torch.stack(per_image)), cos, sin)  # [images, patches, hidden]
+            return rearrange(out, "i n d -> (i n) d")
         ropes = [axial_rope(r, c, cfg.head_dim, cfg.rope_theta, patches.device) for r, c in grids]
         cos, sin = (torch.cat(t).to(patches.dtype) for t in zip(*ropes, strict=True))  # [total, head_dim]
-        if len(set(grids)) == 1:  # same size: a batch of images, nothing to mask
-            n = grids[0][0] * grids[0][1]  # patches per image
-            x = self.ln_pre(torch.stack(per_image))  # [images, patches, hidden]
-            out = self.transformer(x, cos[:n], sin[:n])
-            return rearrange(out, "i n d -> (i n) d")
         x = self.ln_pre(torch.cat(per_image))[None]  # [1, total patches, hidden]: images packed
         return self.transformer(x, cos, sin, same_image_mask(grids, x.device))[0]
 
