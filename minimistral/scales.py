@@ -98,6 +98,7 @@ class VisionScale:
     align_lr: float = 3e-3
     lr: float = 1e-3
     lm_lr_scale: float = 1.0  # the parent's language model's learning rate, relative to ``lr``
+    text_rows: int = 2  # pretraining windows (256 tokens) in every batch, beside the image questions
     seeds: int = 1
     compile: bool = False
 
@@ -138,7 +139,7 @@ SCALES = {
         report=ReportScale(per_source=4, n_math=4, n_cloze=8),
         vision=VisionScale(
             train_scenes=48, test_scenes=8, align_steps=6, parent_steps=4, child_steps=3, align_batch_size=16,
-            batch_size=8,
+            batch_size=8, text_rows=1,
         ),
     ),
     "default": Scale(

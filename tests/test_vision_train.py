@@ -12,7 +12,7 @@ import minimistral
 from minimistral.arch.config import TINY_CONFIGS
 from minimistral.arch.hub import from_pretrained, save_pretrained
 from minimistral.arch.model import Ministral3
-from minimistral.data.corpus import build_corpus
+from minimistral.data.corpus import build_corpus, windows
 from minimistral.data.tokenizer import load_tokenizer
 from minimistral.train import TrainConfig, Trainer
 from minimistral.vision.config import TINY_VISION
@@ -22,13 +22,21 @@ from minimistral.vision.data import (
     TEST_PER_CLASS,
     ImageQuestions,
     SceneCells,
+    WithText,
     answer,
     load_mnist,
     make_scenes,
     render,
     split_sources,
 )
-from minimistral.vision.train import answer_accuracy, answer_loss, vision_child, vision_parent, with_new_vision
+from minimistral.vision.train import (
+    AnswerDistillLoss,
+    answer_accuracy,
+    answer_loss,
+    vision_child,
+    vision_parent,
+    with_new_vision,
+)
 
 STEPS = dict(batch_size=4, lr=3e-3, warmup_steps=1, eval_every=10, ckpt_every=1)
 
@@ -51,10 +59,12 @@ def data(mnist, tok_dir):
     src = split_sources(labels)
     tok = load_tokenizer(tok_dir)
     train, test = make_scenes(src["train"], 12, 0), make_scenes(src["test"], 4, 1)
+    questions = ImageQuestions(train, images, labels, tok, TINY_VISION)
     return {
         "cells": SceneCells(train, images, labels, tok, TINY_VISION),
-        "train": ImageQuestions(train, images, labels, tok, TINY_VISION),
+        "train": questions,
         "test": ImageQuestions(test, images, labels, tok, TINY_VISION),
+        "with_text": WithText(questions, windows(build_corpus().train[:2000], 32), rows=2),
         "tok": tok,
     }
 
@@ -73,7 +83,8 @@ def family(tmp_path_factory, tok_dir, data):
     child = _save("tiny-3b", root / "child", tok_dir, num_hidden_layers=1)
     align, tune = TrainConfig(steps=3, **STEPS), TrainConfig(steps=2, **STEPS)
     seeing = vision_parent(parent, data["cells"], data["train"], root / "vp", align, tune, 0.1, data["test"], "cpu")
-    child_vision = vision_child(child, seeing, data["train"], root / "cv", TrainConfig(steps=2, **STEPS), device="cpu")
+    child_cfg = TrainConfig(steps=2, **STEPS)
+    child_vision = vision_child(child, seeing, data["with_text"], root / "cv", child_cfg, device="cpu")
     return {"root": root, "parent": parent, "child": child, "seeing": seeing, "child_vision": child_vision}
 
 
@@ -109,6 +120,22 @@ def test_cell_tokens_name_the_digit_under_each_image_token(data, mnist):
     want = [str(mnist[1][i]) if i >= 0 else " " for i in scene.cells for _ in range(2)]
     assert row == want
     assert np.asarray(render(scene, mnist[0])).shape == (28, 84)
+
+
+def test_batches_with_text_add_the_same_objective_on_text_windows(data, family):
+    batch = data["with_text"].batch(torch.tensor([5, 1, 30, 2]))
+    assert batch["text"].shape == (2, 33) and torch.equal(batch["text"], data["with_text"].windows[[5, 1]])
+    model = from_pretrained(family["child_vision"])
+    with torch.no_grad():
+        both, answers = answer_loss(model, batch), answer_loss(model, data["train"].batch(torch.tensor([5, 1, 30, 2])))
+        logits = model(batch["text"][:, :-1])
+        text = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["text"][:, 1:].flatten())
+        assert torch.allclose(both["loss"], answers["loss"] + text) and torch.allclose(both["text"], text)
+        assert both["tokens"] == answers["tokens"]  # the answers weigh the validation mean
+        self_kd = AnswerDistillLoss(model)(model, batch)  # a student that is its teacher: KL 0 on both parts
+    assert abs(self_kd["loss"].item()) < 1e-5 and abs(self_kd["text"].item()) < 1e-5
+    with pytest.raises(ValueError, match="text rows"):
+        WithText(data["train"], torch.empty(0, 33), rows=1)
 
 
 # ----------------------------------------------------------------------------- the steps

@@ -228,3 +228,26 @@ class ImageQuestions:
             "pixel_values": self.pixel_values[scenes],
             "image_sizes": self.image_sizes.expand(len(rows), 2),
         }
+
+
+class WithText:
+    """Image questions with ``rows`` text windows in every batch: the paper's projector and language model
+    train on text *and* interleaved image-text (§3.1), so learning to see does not cost the text.
+
+    ``batch(indices)`` is ``questions.batch(indices)`` plus ``"text"`` ``[rows, seq + 1]``: the windows
+    ``indices[:rows] mod len(windows)`` (the sampler's permutation shuffles them too).
+    """
+
+    def __init__(self, questions: ImageQuestions, windows: torch.Tensor, rows: int):
+        if rows < 0 or (rows and len(windows) == 0):
+            raise ValueError(f"text rows must be >= 0 with at least one window: rows={rows}, {len(windows)} windows")
+        self.questions, self.windows, self.rows = questions, windows, rows
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.questions.batch(indices)
+        if self.rows:
+            out["text"] = self.windows[indices[: self.rows] % len(self.windows)]  # [rows, seq + 1]
+        return out

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import torch
+
 from minimistral.arch.config import TINY_WINDOW
 from minimistral.arch.hub import from_pretrained
-from minimistral.data.corpus import build_corpus
+from minimistral.data.corpus import build_corpus, windows
 from minimistral.data.tokenizer import load_tokenizer
 from minimistral.evaluate.loss import model_score, token_bytes, validation_windows, with_total
 from minimistral.files import read_csv, write_csv, write_json
@@ -34,7 +36,7 @@ from minimistral.paths import parent_dir, results_dir
 from minimistral.scales import Scale, get_scale
 from minimistral.train import CHECKPOINT, TrainConfig, finished
 from minimistral.vision.config import TINY_VISION
-from minimistral.vision.data import ImageQuestions, SceneCells, load_mnist, make_scenes, split_sources
+from minimistral.vision.data import ImageQuestions, SceneCells, WithText, load_mnist, make_scenes, split_sources
 from minimistral.vision.train import answer_accuracy, vision_child, vision_parent
 
 CHILD_MODELS = ("tiny-14b", "tiny-8b", "tiny-3b")
@@ -62,6 +64,7 @@ class VisionData:
     cells: SceneCells  # the alignment stage's scenes (the training scenes)
     train: ImageQuestions
     test: ImageQuestions  # scenes of held-out source images only
+    text: WithText  # ``train`` with ``scale.vision.text_rows`` pretraining windows per batch
 
 
 @cache
@@ -73,10 +76,13 @@ def vision_data(tokenizer_dir: str, scale_name: str) -> VisionData:
     sources = split_sources(labels)
     scenes = make_scenes(sources["train"], v.train_scenes, seed=0)
     test = make_scenes(sources["test"], v.test_scenes, seed=1)
+    train = ImageQuestions(scenes, images, labels, tok, TINY_VISION)
+    text = windows(build_corpus().train, TINY_WINDOW) if v.text_rows else torch.empty(0, TINY_WINDOW + 1)
     return VisionData(
         SceneCells(scenes, images, labels, tok, TINY_VISION),
-        ImageQuestions(scenes, images, labels, tok, TINY_VISION),
+        train,
         ImageQuestions(test, images, labels, tok, TINY_VISION),
+        WithText(train, text, v.text_rows),
     )
 
 
@@ -97,7 +103,7 @@ def see_parent(parent: Path, root: Path, scale: str | Scale, device=None) -> Pat
     data = vision_data(str(parent), s.name)
     align = _config(s, s.vision.align_steps, s.vision.align_batch_size, s.vision.align_lr)
     tune = _config(s, s.vision.parent_steps, s.vision.batch_size, s.vision.lr)
-    return vision_parent(parent, data.cells, data.train, out, align, tune, s.vision.lm_lr_scale, data.test, device)
+    return vision_parent(parent, data.cells, data.text, out, align, tune, s.vision.lm_lr_scale, data.test, device)
 
 
 def see_child(base: Path, teacher: Path, out: Path, scale: str | Scale, seed: int = 0, device=None, **options) -> Path:
@@ -107,7 +113,7 @@ def see_child(base: Path, teacher: Path, out: Path, scale: str | Scale, seed: in
         return out / CHECKPOINT
     data = vision_data(str(teacher), s.name)
     cfg = _config(s, s.vision.child_steps, s.vision.batch_size, s.vision.lr, seed)
-    return vision_child(base, teacher, data.train, out, cfg, val_data=data.test, device=device, **options)
+    return vision_child(base, teacher, data.text, out, cfg, val_data=data.test, device=device, **options)
 
 
 # ----------------------------------------------------------------------------- measurements

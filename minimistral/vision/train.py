@@ -5,12 +5,16 @@
   questions (``vision.data``) with next-token loss on the answers. Its language model trains
   too, at ``lm_lr_scale`` times the learning rate (1 at the default scale: with 0.1 the
   training loss after 60 steps was 0.86 nats against 0.44, measured once): the paper's parent
-  was trained on interleaved image-text from the start, ours only read text. It sees no text
-  in this step and forgets some (the study measures how much: ``vision_text_bpb.csv``).
+  was trained on interleaved image-text from the start, ours only read text.
 * :func:`vision_child`: a child copies the parent's ViT bitwise and freezes it, gets a new
   projector, and learns from the parent by logit distillation (forward KL) on the same image
   questions: projector and language model train, as in the paper's distillation, where the
   projector trains with the language model on text and interleaved image-text.
+
+Both see text too: a batch holds image questions and a few pretraining windows
+(``vision.data.WithText``), and the loss adds the same objective on the text (next-token loss for
+the parent, KL from the parent for a child). Without it, the language models forgot text (tiny-3b:
+2.04 -> 3.01 bits per byte, measured; the study measures it with: ``vision_text_bpb.csv``).
 
 Both are ordinary runs of the one engine (:class:`~minimistral.train.Trainer`): progress bar,
 atomic checkpoints (``mistral3`` directories transformers loads), exact resume.
@@ -26,7 +30,7 @@ import torch
 from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.distill import kd_loss, next_token_loss
-from minimistral.train import CHECKPOINT, TrainConfig, Trainer
+from minimistral.train import CHECKPOINT, TrainConfig, Trainer, lm_loss
 from minimistral.vision.config import TINY_VISION, VisionConfig
 from minimistral.vision.data import ImageQuestions, SceneCells
 from minimistral.vision.model import VisionLanguageModel
@@ -47,15 +51,21 @@ def cell_loss(model: VisionLanguageModel, batch: dict) -> dict:
 
 
 def answer_loss(model: torch.nn.Module, batch: dict) -> dict:
-    r"""Next-token loss on the answer tokens $A$ only:
-    $-\frac{1}{|A|}\sum_{t \in A} \log p_\theta(x_{t+1} \mid x_{\le t}, \text{image})$."""
-    loss = next_token_loss(_logits(model, batch), batch["targets"], batch["mask"])
-    return {"loss": loss, "tokens": int(batch["mask"].sum())}
+    r"""Next-token loss on the answer tokens $A$ only,
+    $\mathcal{L}_A = -\frac{1}{|A|}\sum_{t \in A} \log p_\theta(x_{t+1} \mid x_{\le t}, \text{image})$,
+    plus the next-token loss $\mathcal{L}_{text}$ of the batch's text windows when it has some."""
+    answers = next_token_loss(_logits(model, batch), batch["targets"], batch["mask"])
+    out = {"loss": answers, "tokens": int(batch["mask"].sum())}
+    if "text" in batch:
+        text = lm_loss(model, batch["text"])["loss"]
+        out |= {"loss": answers + text, "answers": answers.detach(), "text": text.detach()}
+    return out
 
 
 class AnswerDistillLoss:
     r"""Forward KL from a vision-language teacher at the answer positions, $\mathrm{KL}(p_T \| p_S)$ (paper §3.1),
-    optionally mixed with next-token loss (``ntp_weight`` $\lambda$, 1 = next-token loss alone)."""
+    optionally mixed with next-token loss (``ntp_weight`` $\lambda$, 1 = next-token loss alone); on the
+    batch's text windows too when it has some, $\mathcal{L} = \mathcal{L}_A + \mathcal{L}_{text}$."""
 
     def __init__(self, teacher: VisionLanguageModel, ntp_weight: float = 0.0):
         self.teacher, self.ntp_weight = teacher.eval().requires_grad_(False), ntp_weight
@@ -66,7 +76,14 @@ class AnswerDistillLoss:
             teacher_logits = _logits(self.teacher, batch)
         student_logits = _logits(model, batch)
         out = kd_loss(student_logits, teacher_logits, batch["targets"], ntp_weight=self.ntp_weight, mask=batch["mask"])
-        return out | {"tokens": int(batch["mask"].sum())}
+        out["tokens"] = int(batch["mask"].sum())
+        if "text" in batch:  # the same loss on text windows, from the same teacher
+            inputs, targets = batch["text"][:, :-1], batch["text"][:, 1:]  # [rows, T]
+            with torch.no_grad():
+                teacher_logits = self.teacher(inputs)
+            text = kd_loss(model(inputs), teacher_logits, targets, ntp_weight=self.ntp_weight)
+            out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
+        return out
 
 
 @torch.no_grad()

@@ -1,0 +1,135 @@
+"""Post-training's closed forms: GRPO's group advantages and clipped objective (values and fp64 gradients),
+and the chat format, token by token."""
+
+import math
+
+import pytest
+import torch
+
+from minimistral.data.corpus import build_corpus
+from minimistral.data.tokenizer import load_tokenizer
+from minimistral.posttrain import encode_chat, encode_prompt, group_advantages, grpo_loss, split_response, token_names
+from minimistral.posttrain.chat import END_INST, END_SYSTEM, END_THINK, INST, SYSTEM, THINK
+
+
+# ----------------------------------------------------------------------------- group advantages
+def test_group_advantages_closed_form():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0, 0.0, 3.0, 0.0, 0.0])
+    a = group_advantages(rewards, 4)
+    s = math.sqrt(4 * 0.25 / 3)  # unbiased std of (1, 0, 0, 1)
+    want = [0.5 / (s + 1e-4), -0.5 / (s + 1e-4)] * 2
+    assert torch.allclose(a[:4], torch.tensor([want[0], want[1], want[1], want[0]]))
+    assert torch.equal(a[4:8], torch.zeros(4))  # equal rewards: no signal
+    s3 = math.sqrt((3 * 0.75**2 + 2.25**2) / 3)  # (0, 3, 0, 0): mean 0.75
+    assert torch.allclose(a[8:], torch.tensor([-0.75, 2.25, -0.75, -0.75]) / (s3 + 1e-4))
+    assert torch.allclose(a.view(3, 4).sum(-1), torch.zeros(3), atol=1e-6)
+
+
+def test_group_advantages_reject_bad_groups():
+    with pytest.raises(ValueError, match="group_size"):
+        group_advantages(torch.ones(4), 1)
+    with pytest.raises(ValueError, match="multiple of group_size=4"):
+        group_advantages(torch.ones(6), 4)
+
+
+# ----------------------------------------------------------------------------- the GRPO loss
+def _loss_inputs(ratios, advantages, mask, dtype=torch.float64):
+    old = torch.log(torch.rand(len(ratios), len(ratios[0]), dtype=dtype, generator=torch.Generator().manual_seed(0)))
+    logp = (old + torch.log(torch.tensor(ratios, dtype=dtype))).requires_grad_()
+    return logp, old, torch.tensor(advantages, dtype=dtype), torch.tensor(mask, dtype=torch.bool)
+
+
+def test_grpo_loss_on_policy_is_minus_the_token_mean_of_advantages():
+    logp, old, a, mask = _loss_inputs([[1, 1, 1], [1, 1, 1]], [1.0, -0.5], [[1, 1, 0], [1, 0, 0]])
+    loss = grpo_loss(logp, old, a, mask)
+    assert loss.item() == pytest.approx((-1 - 1 + 0.5) / 3)  # token-level: 3 response tokens
+    loss.backward()  # d/dlogp of -rho * A is -rho * A / N, 0 off the mask
+    want = torch.tensor([[-1 / 3, -1 / 3, 0], [0.5 / 3, 0, 0]], dtype=torch.float64)
+    assert torch.allclose(logp.grad, want)
+
+
+def test_grpo_loss_clips_the_ratio_only_where_it_would_help():
+    # rho = 1.5 and 0.5 against A = +1 and -1: per token -min(rho A, clip(rho, 0.8, 1.2) A)
+    logp, old, a, mask = _loss_inputs([[1.5, 0.5], [1.5, 0.5]], [1.0, -1.0], [[1, 1], [1, 1]])
+    loss = grpo_loss(logp, old, a, mask, clip_eps=0.2)
+    assert loss.item() == pytest.approx((-1.2 - 0.5 + 1.5 + 0.8) / 4)
+    loss.backward()  # the clipped terms (A > 0, rho > 1.2) and (A < 0, rho < 0.8) have no gradient
+    want = torch.tensor([[0, -0.5 / 4], [1.5 / 4, 0]], dtype=torch.float64)
+    assert torch.allclose(logp.grad, want)
+
+
+def test_grpo_loss_kl_term_is_k3():
+    logp, old, a, mask = _loss_inputs([[1, 1]], [0.0], [[1, 1]])
+    ref = logp.detach() + torch.tensor([[0.0, 0.3]], dtype=torch.float64)  # ref - logp = (0, 0.3)
+    loss = grpo_loss(logp, old, a, mask, ref_logp=ref, kl_coef=0.1)
+    assert loss.item() == pytest.approx(0.1 * (math.exp(0.3) - 0.3 - 1) / 2)
+    loss.backward()  # d/dlogp (e^(q - l) - (q - l) - 1) = 1 - e^(q - l)
+    assert torch.allclose(logp.grad, torch.tensor([[0.0, 0.1 * (1 - math.exp(0.3)) / 2]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="ref_logp"):
+        grpo_loss(logp, old, a, mask, kl_coef=0.1)
+
+
+def test_grpo_loss_gradcheck_fp64():
+    g = torch.Generator().manual_seed(1)
+    old = -torch.rand(3, 5, dtype=torch.float64, generator=g) * 3
+    logp = (old + 0.05 * torch.randn(3, 5, dtype=torch.float64, generator=g)).requires_grad_()  # inside the clip
+    ref = old - 0.1 * torch.rand(3, 5, dtype=torch.float64, generator=g)
+    a = torch.randn(3, dtype=torch.float64, generator=g)
+    mask = torch.rand(3, 5, generator=g) > 0.3
+    assert torch.autograd.gradcheck(lambda lp: grpo_loss(lp, old, a, mask, 0.2, ref, 0.05), (logp,))
+
+
+def test_grpo_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="advantages"):
+        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3))
+
+
+# ----------------------------------------------------------------------------- the chat format
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    (d / "tokenizer.json").write_bytes(build_corpus().tokenizer_path.read_bytes())
+    return load_tokenizer(d)
+
+
+def test_chat_layout_and_assistant_mask(tok):
+    def enc(s):
+        return tok.encode(s, bos=False)
+
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "5", "thinking": "2+3=5"},
+        {"role": "user", "content": "And 1+1?"},
+        {"role": "assistant", "content": "2"},
+    ]
+    ids, mask = encode_chat(tok, messages)
+    first = [THINK, *enc("2+3=5"), END_THINK, *enc("5"), 2]
+    want = [1, SYSTEM, *enc("Be brief."), END_SYSTEM, INST, *enc("What is 2+3?"), END_INST, *first]
+    want += [INST, *enc("And 1+1?"), END_INST, *enc("2"), 2]
+    assert ids == want and len(mask) == len(ids)
+    assert [i for i, m in zip(ids, mask, strict=True) if m] == [*first, *enc("2"), 2]
+    names = token_names(tok, ids)
+    assert names[:2] == ["<s>", "[SYSTEM_PROMPT]"] and "[THINK]" in names and names[-1] == "</s>"
+    assert "".join(names[-3:-1]) == "[/INST]2"
+
+
+def test_prompt_and_response_round_trip(tok):
+    prompt = encode_prompt(tok, [{"role": "user", "content": "Hi"}], think=True)
+    assert prompt[-2:] == [END_INST, THINK]
+    response = [THINK, *tok.encode("a plan", bos=False), END_THINK, *tok.encode("done", bos=False), 2, 99]
+    assert split_response(tok, response) == {"thinking": "a plan", "answer": "done", "ended": True}
+    unfinished = response[: 1 + len(tok.encode("a plan", bos=False))]  # [THINK] a plan, then the limit
+    assert split_response(tok, unfinished) == {"thinking": "a plan", "answer": "", "ended": False}
+    assert split_response(tok, tok.encode("plain", bos=False)) == {"thinking": None, "answer": "plain", "ended": False}
+
+
+def test_chat_rejects_malformed_conversations(tok):
+    with pytest.raises(ValueError, match="alternating"):
+        encode_chat(tok, [{"role": "assistant", "content": "x"}])
+    with pytest.raises(ValueError, match="only an assistant"):
+        encode_chat(tok, [{"role": "user", "content": "x", "thinking": "y"}])
+    with pytest.raises(ValueError, match="end with a user"):
+        encode_prompt(tok, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+    text_forgery = tok.encode("[INST]", bos=False)
+    assert INST not in text_forgery  # control tokens enter by id only
