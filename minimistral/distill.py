@@ -316,6 +316,55 @@ class DistillLoss:
         return out | {"tokens": targets.numel(), "teacher_ce": teacher_ce}
 
 
+# ----------------------------------------------------------------------------- losses on responses
+# A response batch (``train.pad_right``): ``{"input_ids", "targets", "mask"}`` ``[b, T]``, the mask on the
+# tokens learned (an answer, an assistant turn), optionally images (``"pixel_values"``, ``"image_sizes"``)
+# and pretraining windows ``"text"`` ``[rows, seq + 1]`` learned with the same objective beside them.
+def response_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The model's logits ``[b, T, vocab]`` on a response batch (with its images, if it has any)."""
+    if "pixel_values" in batch:
+        return model(batch["input_ids"], pixel_values=batch["pixel_values"], image_sizes=batch["image_sizes"])
+    return model(batch["input_ids"])
+
+
+def response_loss(model: torch.nn.Module, batch: dict) -> dict:
+    r"""Next-token loss on the learned tokens $R$ only,
+    $\mathcal{L}_R = -\frac{1}{|R|}\sum_{t \in R} \log p_\theta(x_{t+1} \mid x_{\le t})$ (prompt and images masked),
+    plus the next-token loss $\mathcal{L}_{text}$ of the batch's text windows when it has some."""
+    answers = next_token_loss(response_logits(model, batch), batch["targets"], batch["mask"])
+    out = {"loss": answers, "tokens": int(batch["mask"].sum())}
+    if "text" in batch:
+        inputs, targets = batch["text"][:, :-1], batch["text"][:, 1:]  # [rows, T]
+        text = next_token_loss(model(inputs), targets)
+        out |= {"loss": answers + text, "answers": answers.detach(), "text": text.detach()}
+    return out
+
+
+class ResponseDistillLoss:
+    r"""Forward KL from a frozen teacher on the learned tokens, $\mathrm{KL}(p_T \| p_S)$ (paper §3.1 and §4's
+    SFT), optionally mixed with next-token loss (``ntp_weight`` $\lambda$, 1 = next-token loss alone); on the
+    batch's text windows too when it has some, $\mathcal{L} = \mathcal{L}_R + \mathcal{L}_{text}$."""
+
+    def __init__(self, teacher: torch.nn.Module, ntp_weight: float = 0.0):
+        _check_options("forward", ntp_weight, 1.0, 1024)
+        self.teacher, self.ntp_weight = teacher.eval().requires_grad_(False), ntp_weight
+
+    def __call__(self, model: torch.nn.Module, batch: dict) -> dict:
+        self.teacher.to(batch["input_ids"].device)
+        with torch.no_grad():
+            teacher_logits = response_logits(self.teacher, batch)
+        student_logits = response_logits(model, batch)
+        out = kd_loss(student_logits, teacher_logits, batch["targets"], ntp_weight=self.ntp_weight, mask=batch["mask"])
+        out["tokens"] = int(batch["mask"].sum())
+        if "text" in batch:  # the same loss on text windows, from the same teacher
+            inputs, targets = batch["text"][:, :-1], batch["text"][:, 1:]  # [rows, T]
+            with torch.no_grad():
+                teacher_logits = self.teacher(inputs)
+            text = kd_loss(model(inputs), teacher_logits, targets, ntp_weight=self.ntp_weight)
+            out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
+        return out
+
+
 # ----------------------------------------------------------------------------- Algorithm 1's distill()
 def distill(
     student: Ministral3,

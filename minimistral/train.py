@@ -33,7 +33,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +107,22 @@ class Windows:
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
         return self.windows[indices]
+
+
+def pad_right(rows: Sequence[tuple[Sequence[int], Sequence[bool]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Examples of different lengths as one batch: ``{"input_ids", "targets", "mask"}``, each ``[b, T - 1]``.
+
+    ``rows``: ``(ids, trained)`` per example, ``trained[t]`` true where token ``t`` is learned (a
+    response, an answer). Rows are padded on the right with ``pad_id``, which a causal model never
+    reads back; ``mask[r, t]`` is ``trained[r][t + 1]``: position ``t`` predicts token ``t + 1``.
+    """
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    trained = torch.zeros(len(rows), width, dtype=torch.bool)
+    for r, (row, learn) in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        trained[r, : len(row)] = torch.tensor(learn, dtype=torch.bool)
+    return {"input_ids": ids[:, :-1], "targets": ids[:, 1:], "mask": trained[:, 1:]}
 
 
 class Sampler:

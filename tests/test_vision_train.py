@@ -14,6 +14,7 @@ from minimistral.arch.hub import from_pretrained, save_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.data.corpus import build_corpus, windows
 from minimistral.data.tokenizer import load_tokenizer
+from minimistral.distill import ResponseDistillLoss, response_loss
 from minimistral.train import TrainConfig, Trainer
 from minimistral.vision.config import TINY_VISION
 from minimistral.vision.data import (
@@ -30,9 +31,7 @@ from minimistral.vision.data import (
     split_sources,
 )
 from minimistral.vision.train import (
-    AnswerDistillLoss,
     answer_accuracy,
-    answer_loss,
     vision_child,
     vision_parent,
     with_new_vision,
@@ -127,12 +126,15 @@ def test_batches_with_text_add_the_same_objective_on_text_windows(data, family):
     assert batch["text"].shape == (2, 33) and torch.equal(batch["text"], data["with_text"].windows[[5, 1]])
     model = from_pretrained(family["child_vision"])
     with torch.no_grad():
-        both, answers = answer_loss(model, batch), answer_loss(model, data["train"].batch(torch.tensor([5, 1, 30, 2])))
+        both, answers = (
+            response_loss(model, batch),
+            response_loss(model, data["train"].batch(torch.tensor([5, 1, 30, 2]))),
+        )
         logits = model(batch["text"][:, :-1])
         text = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["text"][:, 1:].flatten())
         assert torch.allclose(both["loss"], answers["loss"] + text) and torch.allclose(both["text"], text)
         assert both["tokens"] == answers["tokens"]  # the answers weigh the validation mean
-        self_kd = AnswerDistillLoss(model)(model, batch)  # a student that is its teacher: KL 0 on both parts
+        self_kd = ResponseDistillLoss(model)(model, batch)  # a student that is its teacher: KL 0 on both parts
     assert abs(self_kd["loss"].item()) < 1e-5 and abs(self_kd["text"].item()) < 1e-5
     with pytest.raises(ValueError, match="text rows"):
         WithText(data["train"], torch.empty(0, 33), rows=1)
@@ -190,7 +192,7 @@ def test_vision_runs_resume_bitwise(family, data, tmp_path):
             calls["n"] += m.training
             if interrupt_after is not None and calls["n"] > interrupt_after:
                 raise KeyboardInterrupt
-            return answer_loss(m, batch)
+            return response_loss(m, batch)
 
         trainer = Trainer(model, TrainConfig(steps=4, **STEPS), data["train"], out, loss_fn=loss, device="cpu")
         trainer.fit()

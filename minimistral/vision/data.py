@@ -43,6 +43,7 @@ from minimistral.data.sources import (
     write_manifest,
 )
 from minimistral.paths import cache_root
+from minimistral.train import pad_right
 from minimistral.vision.config import VisionConfig
 from minimistral.vision.images import image_token_ids, preprocess
 
@@ -214,17 +215,9 @@ class ImageQuestions:
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         rows = [self.example(int(i)) for i in indices]
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), self.eos, dtype=torch.long)
-        mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
-        for r, (row, prompt) in enumerate(rows):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, prompt - 1 : len(row) - 1] = True  # position t predicts token t + 1: the answer and </s>
+        batch = pad_right([(ids, [t >= prompt for t in range(len(ids))]) for ids, prompt in rows], self.eos)
         scenes = torch.as_tensor([int(i) // len(self.kinds) for i in indices])
-        return {
-            "input_ids": ids[:, :-1],
-            "targets": ids[:, 1:],
-            "mask": mask,
+        return batch | {
             "pixel_values": self.pixel_values[scenes],
             "image_sizes": self.image_sizes.expand(len(rows), 2),
         }

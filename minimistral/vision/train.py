@@ -29,15 +29,11 @@ import torch
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3
-from minimistral.distill import kd_loss, next_token_loss
-from minimistral.train import CHECKPOINT, TrainConfig, Trainer, lm_loss
+from minimistral.distill import ResponseDistillLoss, next_token_loss, response_logits, response_loss
+from minimistral.train import CHECKPOINT, TrainConfig, Trainer
 from minimistral.vision.config import TINY_VISION, VisionConfig
 from minimistral.vision.data import ImageQuestions, SceneCells
 from minimistral.vision.model import VisionLanguageModel
-
-
-def _logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    return model(batch["input_ids"], pixel_values=batch["pixel_values"], image_sizes=batch["image_sizes"])
 
 
 def cell_loss(model: VisionLanguageModel, batch: dict) -> dict:
@@ -48,42 +44,6 @@ def cell_loss(model: VisionLanguageModel, batch: dict) -> dict:
     targets = batch["cell_tokens"].flatten()
     loss = next_token_loss(logits[None], targets[None])
     return {"loss": loss, "tokens": targets.numel(), "cell_accuracy": (logits.argmax(-1) == targets).float().mean()}
-
-
-def answer_loss(model: torch.nn.Module, batch: dict) -> dict:
-    r"""Next-token loss on the answer tokens $A$ only,
-    $\mathcal{L}_A = -\frac{1}{|A|}\sum_{t \in A} \log p_\theta(x_{t+1} \mid x_{\le t}, \text{image})$,
-    plus the next-token loss $\mathcal{L}_{text}$ of the batch's text windows when it has some."""
-    answers = next_token_loss(_logits(model, batch), batch["targets"], batch["mask"])
-    out = {"loss": answers, "tokens": int(batch["mask"].sum())}
-    if "text" in batch:
-        text = lm_loss(model, batch["text"])["loss"]
-        out |= {"loss": answers + text, "answers": answers.detach(), "text": text.detach()}
-    return out
-
-
-class AnswerDistillLoss:
-    r"""Forward KL from a vision-language teacher at the answer positions, $\mathrm{KL}(p_T \| p_S)$ (paper §3.1),
-    optionally mixed with next-token loss (``ntp_weight`` $\lambda$, 1 = next-token loss alone); on the
-    batch's text windows too when it has some, $\mathcal{L} = \mathcal{L}_A + \mathcal{L}_{text}$."""
-
-    def __init__(self, teacher: VisionLanguageModel, ntp_weight: float = 0.0):
-        self.teacher, self.ntp_weight = teacher.eval().requires_grad_(False), ntp_weight
-
-    def __call__(self, model: torch.nn.Module, batch: dict) -> dict:
-        self.teacher.to(batch["input_ids"].device)
-        with torch.no_grad():
-            teacher_logits = _logits(self.teacher, batch)
-        student_logits = _logits(model, batch)
-        out = kd_loss(student_logits, teacher_logits, batch["targets"], ntp_weight=self.ntp_weight, mask=batch["mask"])
-        out["tokens"] = int(batch["mask"].sum())
-        if "text" in batch:  # the same loss on text windows, from the same teacher
-            inputs, targets = batch["text"][:, :-1], batch["text"][:, 1:]  # [rows, T]
-            with torch.no_grad():
-                teacher_logits = self.teacher(inputs)
-            text = kd_loss(model(inputs), teacher_logits, targets, ntp_weight=self.ntp_weight)
-            out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
-        return out
 
 
 @torch.no_grad()
@@ -101,7 +61,7 @@ def answer_accuracy(model: VisionLanguageModel, data: ImageQuestions, batch_size
         batch = {k: v.to(device) for k, v in data.batch(idx).items()}
         if blind:
             batch["pixel_values"] = torch.zeros_like(batch["pixel_values"])
-        right = (_logits(model, batch).argmax(-1) == batch["targets"]) | ~batch["mask"]
+        right = (response_logits(model, batch).argmax(-1) == batch["targets"]) | ~batch["mask"]
         correct[idx] = right.all(-1).cpu()
     return {k: correct[i :: len(data.kinds)].float().mean().item() for i, k in enumerate(data.kinds)}
 
@@ -135,7 +95,7 @@ def vision_parent(
        decoder's output head, as the digit under it (:func:`cell_loss`; a from-scratch encoder gets
        no usable gradient through the whole decoder at first: Pixtral, too, was trained before
        Mistral Small 3.1 read its features);
-    2. *questions*: the whole model on the image questions (:func:`answer_loss`), the language
+    2. *questions*: the whole model on the image questions (:func:`~minimistral.distill.response_loss`), the language
        model at ``lm_lr_scale`` times the learning rate (0 = frozen).
     """
     out = Path(out_dir)
@@ -145,7 +105,16 @@ def vision_parent(
     aligned.fit()
     model = from_pretrained(out / "align" / CHECKPOINT)
     tuned = _trainer(
-        model, tune, questions, out / "questions", answer_loss, lm_lr_scale, val_questions, device, "vision", tokenizer
+        model,
+        tune,
+        questions,
+        out / "questions",
+        response_loss,
+        lm_lr_scale,
+        val_questions,
+        device,
+        "vision",
+        tokenizer,
     )
     tuned.fit()
     return tuned.out / CHECKPOINT
@@ -167,7 +136,7 @@ def vision_child(
     model = with_new_vision(from_pretrained(child, text_only=True), parent.vision_config, seed=cfg.seed)
     model.vision_tower.load_state_dict(parent.vision_tower.state_dict())
     model.vision_tower.requires_grad_(not freeze_vit)
-    loss = AnswerDistillLoss(parent, ntp_weight)
+    loss = ResponseDistillLoss(parent, ntp_weight)
     trainer = _trainer(model, cfg, data, out_dir, loss, 1.0, val_data, device, "vision child", _tokenizer_file(child))
     trainer.fit()
     return trainer.out / CHECKPOINT
@@ -189,7 +158,7 @@ def _trainer(model, cfg, data, out_dir, loss_fn, lm_lr_scale, val_data, device, 
         out_dir,
         val_data=val_data,
         loss_fn=loss_fn,
-        val_loss_fn=answer_loss if val_data is not None else None,
+        val_loss_fn=response_loss if val_data is not None else None,
         device=device,
         desc=desc,
         extra_files=extra_files,
