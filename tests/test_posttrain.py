@@ -1,6 +1,7 @@
 """Post-training's closed forms: GRPO's group advantages and clipped objective (values and fp64 gradients),
 and the chat format, token by token."""
 
+import json
 import math
 
 import pytest
@@ -10,6 +11,10 @@ from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer
 from minimistral.posttrain import encode_chat, encode_prompt, group_advantages, grpo_loss, split_response, token_names
 from minimistral.posttrain.chat import END_INST, END_SYSTEM, END_THINK, INST, SYSTEM, THINK
+from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
+from minimistral.posttrain.sft import ChatExamples, sft
+from minimistral.posttrain.study import grade, stem_scores, summarize
+from minimistral.posttrain.tasks import STEM_TASKS, problems, reward, stem_split
 
 
 # ----------------------------------------------------------------------------- group advantages
@@ -133,3 +138,79 @@ def test_chat_rejects_malformed_conversations(tok):
         encode_prompt(tok, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
     text_forgery = tok.encode("[INST]", bos=False)
     assert INST not in text_forgery  # control tokens enter by id only
+
+
+# ----------------------------------------------------------------------------- tasks, SFT data, rollouts
+def test_stem_split_holds_out_by_seed_and_question():
+    split = stem_split(30, 10, pretraining_questions={"Calculate 1 + 1."})
+    assert len(split["train"]) == 30 * len(STEM_TASKS) and len(split["test"]) == 10 * len(STEM_TASKS)
+    assert not {p.question for p in split["train"]} & {p.question for p in split["test"]}
+    p = split["test"][0]
+    assert reward(p, p.answer) == 1.0 and reward(p, p.answer + "1") == 0.0
+    assert p.chat()[1] == {"role": "assistant", "content": p.answer, "thinking": p.solution}
+    with pytest.raises(ValueError, match="choose from"):
+        problems("sudoku", "train", 1)
+
+
+def test_chat_examples_learn_the_assistant_tokens_only(tok):
+    convs = [p.chat() for p in stem_split(2, 1)["test"]]
+    data = ChatExamples(convs, tok, max_len=256)
+    batch = data.batch(torch.tensor([0, 2]))
+    for r, i in enumerate([0, 2]):
+        ids, learned = encode_chat(tok, convs[i])
+        n = len(ids) - 1
+        assert batch["input_ids"][r, :n].tolist() == ids[:-1] and batch["targets"][r, :n].tolist() == ids[1:]
+        assert batch["mask"][r, :n].tolist() == learned[1:] and not batch["mask"][r, n:].any()
+    with pytest.raises(ValueError, match="max_len=8"):
+        ChatExamples(convs, tok, max_len=8)
+
+
+def test_pass_at_k_and_repetition_closed_forms():
+    assert pass_at_k(4, 1, 1) == 0.25 and pass_at_k(4, 1, 2) == pytest.approx(0.5) and pass_at_k(4, 0, 3) == 0.0
+    assert pass_at_k(16, 16, 16) == 1.0 and pass_at_k(16, 2, 16) == 1.0
+    assert repetition([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(1 / 5) and repetition([1, 2, 3]) == 0.0
+    with pytest.raises(ValueError, match="correct"):
+        pass_at_k(4, 5, 1)
+
+
+def test_sampling_is_batched_and_equals_generate_per_prompt(hf_dir):
+    from minimistral.arch.generate import generate
+    from minimistral.arch.hub import from_pretrained
+
+    model = from_pretrained(hf_dir()[1])
+    prompts = [[1, 5, 6], [1, 7], [1, 8, 9]]
+    rolls = sample(model, prompts, n=2, max_new_tokens=5, temperature=0.0)
+    assert [r.prompt for r in rolls] == [0, 0, 1, 1, 2, 2]
+    for r in rolls:
+        alone = generate(model, torch.tensor([prompts[r.prompt]]), 5, eos_token_id=2)[0, len(prompts[r.prompt]) :]
+        want = alone.tolist()
+        assert r.ids == (want[: want.index(2) + 1] if 2 in want else want)
+    hot = sample(model, prompts, n=4, max_new_tokens=5, temperature=1.0, seed=3)
+    assert hot == sample(model, prompts, n=4, max_new_tokens=5, temperature=1.0, seed=3)  # seeded
+
+
+def test_sft_trains_on_responses_with_a_teacher_and_grades_answers(tmp_path, tok):
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import from_pretrained, save_pretrained
+    from minimistral.arch.model import Ministral3
+    from minimistral.train import TrainConfig
+
+    dirs = {}
+    for name, layers in (("teacher", 2), ("student", 1)):
+        torch.manual_seed(0)
+        save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=layers)), tmp_path / name)
+        (tmp_path / name / "tokenizer.json").write_bytes(tok.source.read_bytes())
+        dirs[name] = tmp_path / name
+    split = stem_split(8, 2)
+    data = ChatExamples([p.chat() for p in split["train"]], tok, 256)
+    cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=10, ckpt_every=1)
+    ck = sft(dirs["student"], data, tmp_path / "sft", cfg, teacher=dirs["teacher"])
+    log = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert "kl" in log[0] and (ck / "tokenizer.json").is_file()
+    model = from_pretrained(ck)
+    rows = stem_scores(model, tok, split["test"], samples=2, max_new_tokens=4, temperature=1.0)
+    assert len(rows) == len(split["test"]) and all(0 <= r["correct"] <= 2 and r["length"] <= 4 for r in rows)
+    assert {s["task"] for s in summarize(rows, 2)} == {*STEM_TASKS, "all"}
+    p = split["test"][0]
+    right = Rollout(0, [*tok.encode("work", bos=False), END_THINK, *tok.encode(p.answer, bos=False), 2])
+    assert grade(tok, p, right) == 1.0 and grade(tok, p, Rollout(0, right.ids[:-1])) == 0.0  # no </s>: 0

@@ -1,0 +1,70 @@
+"""Sampling responses from a policy, batched with the KV cache, and scoring them (paper §4).
+
+The same path serves evaluation (pass@k) and GRPO's rollouts: each prompt is repeated ``n`` times
+and prompts of one length share a batch (the model takes no padding mask, so prompts are never
+left-padded); :func:`~minimistral.arch.generate.generate` decodes all rows at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from minimistral.arch.generate import generate
+from minimistral.data.tokenizer import EOS_ID
+
+
+@dataclass
+class Rollout:
+    prompt: int  # index of its prompt
+    ids: list[int]  # the response's ids, up to and including </s> if it wrote one
+
+    @property
+    def ended(self) -> bool:
+        return EOS_ID in self.ids
+
+
+def sample(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[Rollout]:
+    """``n`` responses to each prompt (``temperature`` 0: greedy), in order: prompt 0's ``n``, then prompt 1's, ..."""
+    model.eval()
+    rows = [i for i in range(len(prompts)) for _ in range(n)]  # [len(prompts) * n]
+    by_length: dict[int, list[int]] = {}
+    for r, i in enumerate(rows):
+        by_length.setdefault(len(prompts[i]), []).append(r)
+    out: list[Rollout | None] = [None] * len(rows)
+    for group_index, (_, group) in enumerate(sorted(by_length.items())):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            ids = torch.tensor([prompts[rows[r]] for r in chunk])  # [b, prompt length]
+            new = generate(model, ids, max_new_tokens, temperature, seed=seed + 7919 * group_index + start,
+                           eos_token_id=EOS_ID)[:, ids.shape[1]:]  # fmt: skip
+            for r, row in zip(chunk, new.tolist(), strict=True):
+                out[r] = Rollout(rows[r], row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
+    return out
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    r"""Unbiased pass@k from ``n`` samples of which ``correct`` are right: $1 - \binom{n-c}{k} / \binom{n}{k}$."""
+    if not 0 <= correct <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= correct <= n and 1 <= k <= n, got n={n}, correct={correct}, k={k}")
+    return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
+
+
+def repetition(ids: Sequence[int], n: int = 4) -> float:
+    """Share of a response's ``n``-grams that repeat an earlier one (0 for a response shorter than ``n + 1``)."""
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    if len(grams) < 2:
+        return 0.0
+    return sum(c - 1 for c in Counter(grams).values()) / len(grams)
