@@ -214,3 +214,59 @@ def test_sft_trains_on_responses_with_a_teacher_and_grades_answers(tmp_path, tok
     p = split["test"][0]
     right = Rollout(0, [*tok.encode("work", bos=False), END_THINK, *tok.encode(p.answer, bos=False), 2])
     assert grade(tok, p, right) == 1.0 and grade(tok, p, Rollout(0, right.ids[:-1])) == 0.0  # no </s>: 0
+
+
+# ----------------------------------------------------------------------------- the GRPO loop
+def _policy(tmp_path, seed=0):
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.model import Ministral3
+
+    torch.manual_seed(seed)
+    return Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=1))
+
+
+def _low(i, rollout):
+    """A reward a random policy can climb: the share of the response's ids below 2000."""
+    return sum(t < 2000 for t in rollout.ids) / max(1, len(rollout.ids))
+
+
+def _grpo(tmp_path, steps, name="rl", lr=1e-2, reward=_low, **rl):
+    from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
+    from minimistral.train import TrainConfig
+
+    prompts = Prompts([[1, 3, 100 + i, 4] for i in range(6)] + [[1, 3, 7, 8, 4]] * 2)
+    cfg = TrainConfig(steps=steps, batch_size=4, lr=lr, min_lr=lr, warmup_steps=1, ckpt_every=1, log_every=1)
+    rlc = RLConfig(**({"group_size": 4, "max_new_tokens": 6, "inner_steps": 2} | rl))
+    return GRPOTrainer(_policy(tmp_path), cfg, rlc, prompts, reward, tmp_path / name, device="cpu")
+
+
+def test_grpo_raises_the_reward_it_is_given(tmp_path):
+    trainer = _grpo(tmp_path, steps=12)
+    log = trainer.fit()
+    rewards = [r["reward"] for r in log if "reward" in r]
+    assert len(rewards) == 12 and {"no_signal", "length", "truncated", "clipped"} <= set(log[0])
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards
+
+
+def test_grpo_resumes_bitwise_between_iterations(tmp_path):
+    from minimistral.train import ResumeError
+
+    straight = _grpo(tmp_path, steps=3, name="a")
+    straight.fit()
+    calls = []
+
+    def interrupting(i, rollout):  # Ctrl-C during the second iteration's rollouts (16 per iteration)
+        calls.append(i)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return _low(i, rollout)
+
+    with pytest.raises(KeyboardInterrupt):
+        _grpo(tmp_path, steps=3, name="b", reward=interrupting).fit()
+    resumed = _grpo(tmp_path, steps=3, name="b")
+    resumed.fit()
+    assert [r["step"] for r in resumed.metrics() if "reward" in r] == [1, 2, 3]
+    for (name, p), q in zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    with pytest.raises(ResumeError, match="RL config"):
+        _grpo(tmp_path, steps=3, name="b", group_size=2).fit()

@@ -129,19 +129,25 @@ class RotaryEmbedding(nn.Module):
         t = self._table
         if t is None or t[0] != device or t[1] != dtype or t[2].shape[0] < length:
             length = max(length, 2 * t[2].shape[0] if t is not None and t[0] == device else 0)
-            positions = torch.arange(length, device=device)
-            # angle[p, i] = p * omega_i, in fp32 like transformers
-            angles = positions[:, None].float() * self.inv_freq.to(device)[None, :]  # [len, head_dim/2]
-            cos, sin = angles.cos(), angles.sin()
-            if self.attention_factor != 1.0:
-                cos, sin = cos * self.attention_factor, sin * self.attention_factor
-            cos = torch.cat((cos, cos), dim=-1).to(dtype)  # [len, head_dim]: half-split layout
-            sin = torch.cat((-sin, sin), dim=-1).to(dtype)  # the sign of rotate_half folded in
-            temp = None
-            if self.beta is not None:
-                temp = query_temperature(positions.float(), self.beta, self.original_max)[:, None].to(dtype)
+            cos, sin, temp = self._build(length, device, dtype)
             self._table = t = (device, dtype, cos, sin, temp)
         return t[2:]
+
+    @torch.no_grad()
+    @torch.inference_mode(False)  # a table first built while generating must serve training later
+    def _build(self, length: int, device: torch.device, dtype: torch.dtype):
+        positions = torch.arange(length, device=device)
+        # angle[p, i] = p * omega_i, in fp32 like transformers
+        angles = positions[:, None].float() * self.inv_freq.to(device)[None, :]  # [len, head_dim/2]
+        cos, sin = angles.cos(), angles.sin()
+        if self.attention_factor != 1.0:
+            cos, sin = cos * self.attention_factor, sin * self.attention_factor
+        cos = torch.cat((cos, cos), dim=-1).to(dtype)  # [len, head_dim]: half-split layout
+        sin = torch.cat((-sin, sin), dim=-1).to(dtype)  # the sign of rotate_half folded in
+        temp = None
+        if self.beta is not None:
+            temp = query_temperature(positions.float(), self.beta, self.original_max)[:, None].to(dtype)
+        return cos, sin, temp
 
     def forward(self, start: int, length: int, device: torch.device, dtype: torch.dtype):
         """Positions ``start .. start+length-1`` -> cos, signed sin ``[length, head_dim]``, temperature or None."""

@@ -21,8 +21,20 @@ long response weighs as many tokens as it has.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import signal
+import statistics
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from einops import rearrange
+
+from minimistral.data.tokenizer import EOS_ID
+from minimistral.posttrain.rollouts import sample
+from minimistral.train import ResumeError, TrainConfig, Trainer, lr_at, pad_right
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -72,3 +84,131 @@ def grpo_loss(
         log_ratio = ref_logp.detach() - logp  # [n, t]
         per_token = per_token + kl_coef * (torch.exp(log_ratio) - log_ratio - 1)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class RLConfig:
+    """A GRPO stage's sampling and objective (the optimiser's settings are the engine's ``TrainConfig``,
+    whose ``batch_size`` is the number of prompts per iteration)."""
+
+    group_size: int = 8  # G rollouts per prompt
+    max_new_tokens: int = 128  # the generation-length limit (the paper raises it between its stages)
+    temperature: float = 1.0
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    inner_steps: int = 2  # optimisation steps on each batch of rollouts
+
+
+class Prompts:
+    """The prompts (token ids) a stage samples from; ``batch(indices)`` hands the indices on: rollouts are online."""
+
+    def __init__(self, prompts: Sequence[Sequence[int]]):
+        self.prompts = [list(p) for p in prompts]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices
+
+
+def token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    r"""$\log \pi(x_{t+1} \mid x_{\le t})$ at every position of a ``pad_right`` batch: ``[b, T]``."""
+    logits = model(batch["input_ids"]).float()  # [b, T, vocab]
+    return logits.gather(-1, batch["targets"][..., None])[..., 0] - logits.logsumexp(-1)
+
+
+@contextlib.contextmanager
+def interrupt_after_block():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it as ``KeyboardInterrupt`` at its end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class GRPOTrainer(Trainer):
+    """GRPO on the one engine: each engine step is one iteration, and a checkpoint always falls between two.
+
+    An iteration takes ``cfg.batch_size`` prompts (the engine's seeded sampler), samples ``G`` responses
+    to each from the current policy (batched, KV cache; seeded by the step, so a resumed run samples
+    the same), scores them with ``reward(prompt index, rollout)``, and takes ``rl.inner_steps``
+    optimizer steps on :func:`grpo_loss` against the sampling policy's log-probabilities (and the
+    frozen ``reference``'s, when ``rl.kl_coef > 0``). Logged per iteration: mean reward, the share of
+    groups whose rewards are all equal (no signal), response length, the share truncated, clipping.
+    """
+
+    def __init__(self, model, cfg: TrainConfig, rl: RLConfig, prompts: Prompts, reward, out_dir, reference=None, **kw):
+        if rl.kl_coef and reference is None:
+            raise ValueError("kl_coef > 0 needs a reference model")
+        super().__init__(model, cfg, prompts, out_dir, **kw)
+        self.rl, self.reward = rl, reward
+        self.reference = reference.to(self.device).eval().requires_grad_(False) if reference is not None else None
+
+    def state(self) -> dict:
+        return super().state() | {"rl_config": dataclasses.asdict(self.rl)}
+
+    def _check_compatible(self, state: dict, file) -> None:
+        super()._check_compatible(state, file)
+        if state.get("rl_config") != dataclasses.asdict(self.rl):
+            raise ResumeError(f"{file}: cannot resume: RL config was {state.get('rl_config')}, now {self.rl}")
+
+    def train_step(self) -> tuple[dict[str, float], int]:
+        batch, stats = self.rollouts()
+        with torch.no_grad():
+            old = token_logprobs(self.train_model, batch)  # [n, T]: the policy that sampled
+            ref = token_logprobs(self.reference, batch) if self.reference is not None else None
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.train_model.train()
+        mask = batch["mask"]
+        with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
+            loss, logp = self.optimise(batch, old, ref, mask)
+        ratio = torch.exp(logp.detach() - old)[mask]
+        clipped = ((ratio - 1).abs() > self.rl.clip_eps).float().mean()
+        tokens = int(mask.sum())
+        self.step += 1
+        self.tokens += tokens * self.world
+        return {k: float(v) for k, v in (stats | {"loss": loss.detach(), "clipped": clipped}).items()}, tokens
+
+    def optimise(self, batch, old, ref, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rl.inner_steps`` optimizer steps of :func:`grpo_loss` on one batch of rollouts."""
+        for _ in range(self.rl.inner_steps):
+            logp = token_logprobs(self.train_model, batch)
+            loss = grpo_loss(logp, old, batch["advantages"], mask, self.rl.clip_eps, ref, self.rl.kl_coef)
+            loss.backward()
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss, logp
+
+    @torch.no_grad()
+    def rollouts(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """This iteration's prompts, ``G`` rollouts each, their rewards and advantages, as one padded batch."""
+        indices = self.train_data.batch(self.sampler.indices(self.step)).tolist()
+        prompts = [self.train_data.prompts[i] for i in indices]
+        rl = self.rl
+        rolls = sample(self.train_model, prompts, rl.group_size, rl.max_new_tokens, rl.temperature,
+                       seed=self.cfg.seed * 1_000_003 + self.step)  # fmt: skip
+        rewards = torch.tensor([self.reward(indices[r.prompt], r) for r in rolls])  # [n * G]
+        advantages = group_advantages(rewards, rl.group_size)
+        rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]
+        batch = pad_right(rows, EOS_ID) | {"advantages": advantages}
+        groups = rearrange(rewards, "(n g) -> n g", g=rl.group_size)
+        stats = {
+            "reward": rewards.mean(),
+            "no_signal": (groups.max(-1).values == groups.min(-1).values).float().mean(),
+            "length": statistics.fmean(len(r.ids) for r in rolls),
+            "truncated": statistics.fmean(not r.ended for r in rolls),
+        }
+        return {k: v.to(self.device) for k, v in batch.items()}, stats
