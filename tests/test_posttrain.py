@@ -270,3 +270,20 @@ def test_grpo_resumes_bitwise_between_iterations(tmp_path):
         assert torch.equal(p, q), name
     with pytest.raises(ResumeError, match="RL config"):
         _grpo(tmp_path, steps=3, name="b", group_size=2).fit()
+
+
+# ----------------------------------------------------------------------------- General RL's rubric prompts
+def test_rubric_prompts_are_held_out_by_question_and_references_meet_them():
+    from minimistral.posttrain.rubrics import ITEM, chatterbot_pairs, meet, rubric_prompts, rubric_score
+
+    assert len(chatterbot_pairs()) == 897  # distinct English pairs of chatterbot-corpus 1.3.3
+    train, test = rubric_prompts("train", 300), rubric_prompts("test", 60)
+    assert not {p.question for p in train} & {p.question for p in test}
+    assert all(rubric_score(p.items, p.reference) == 1.0 for p in train + test)
+    assert rubric_prompts("test", 10) == test[:10]  # a prefix: the same prompts on every machine
+    p = test[0]
+    assert p.prompt.startswith(p.question + "\n") and all(ITEM[n].instruction in p.prompt for n in p.items)
+    items = ("exclaim", "max_words_5")
+    assert rubric_score(items, "one two three!") == 1.0 and rubric_score(items, "one two three four five six") == 0
+    assert rubric_score(items, "one two.") == 0.5
+    assert meet(("include_yes", "max_words_5"), "a b c d e f g") == "a b c d yes"
