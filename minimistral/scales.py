@@ -104,6 +104,35 @@ class VisionScale:
 
 
 @dataclass(frozen=True)
+class PostTrainScale:
+    """Post-training (paper §4): reasoning SFT (the stronger teacher, then each child by KL), STEM RL, General RL.
+
+    ``train_problems`` per STEM task and ``train_rubrics`` rubric prompts feed both SFT and RL;
+    ``test_problems`` per task and ``test_rubrics`` are held out. RL: ``prompts`` prompts x
+    ``group_size`` rollouts per iteration; the generation limit rises from ``stem_tokens`` to
+    ``general_tokens`` between the two RL stages, as the paper's 32K -> 80K.
+    """
+
+    train_problems: int
+    train_rubrics: int
+    test_problems: int
+    test_rubrics: int
+    teacher_steps: int
+    sft_steps: int
+    stem_steps: int
+    general_steps: int
+    batch_size: int = 32
+    lr: float = 1e-3
+    prompts: int = 8
+    group_size: int = 8
+    rl_lr: float = 1e-4
+    inner_steps: int = 2
+    stem_tokens: int = 64
+    general_tokens: int = 96
+    samples: int = 16  # rollouts per held-out prompt: pass@1 is their mean, pass@16 from all 16
+
+
+@dataclass(frozen=True)
 class ReportScale:
     """How much the scores read: held-out windows per source, math problems, cloze questions."""
 
@@ -121,6 +150,7 @@ class Scale:
     longctx: LongScale
     report: ReportScale
     vision: VisionScale
+    posttrain: PostTrainScale
 
 
 # Only the default scale compiles: compiling costs 15-40 s per model, more than a ci stage trains.
@@ -141,6 +171,11 @@ SCALES = {
             train_scenes=48, test_scenes=8, align_steps=6, parent_steps=4, child_steps=3, align_batch_size=16,
             batch_size=8, text_rows=1,
         ),
+        posttrain=PostTrainScale(
+            train_problems=16, train_rubrics=16, test_problems=2, test_rubrics=4, teacher_steps=3, sft_steps=2,
+            stem_steps=2, general_steps=2, batch_size=8, prompts=2, group_size=2, stem_tokens=8, general_tokens=12,
+            samples=2,
+        ),
     ),
     "default": Scale(
         name="default",
@@ -151,6 +186,10 @@ SCALES = {
         report=ReportScale(per_source=32, n_math=50, n_cloze=100),
         vision=VisionScale(
             train_scenes=3000, test_scenes=250, align_steps=500, parent_steps=150, child_steps=100, seeds=3
+        ),
+        posttrain=PostTrainScale(
+            train_problems=2000, train_rubrics=2000, test_problems=50, test_rubrics=100, teacher_steps=300,
+            sft_steps=200, stem_steps=40, general_steps=30,
         ),
     ),
 }  # fmt: skip

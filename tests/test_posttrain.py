@@ -13,7 +13,7 @@ from minimistral.posttrain import encode_chat, encode_prompt, group_advantages, 
 from minimistral.posttrain.chat import END_INST, END_SYSTEM, END_THINK, INST, SYSTEM, THINK
 from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
 from minimistral.posttrain.sft import ChatExamples, sft
-from minimistral.posttrain.study import grade, stem_scores, summarize
+from minimistral.posttrain.study import grade, held_out_scores, summarize
 from minimistral.posttrain.tasks import STEM_TASKS, problems, reward, stem_split
 
 
@@ -208,9 +208,9 @@ def test_sft_trains_on_responses_with_a_teacher_and_grades_answers(tmp_path, tok
     log = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert "kl" in log[0] and (ck / "tokenizer.json").is_file()
     model = from_pretrained(ck)
-    rows = stem_scores(model, tok, split["test"], samples=2, max_new_tokens=4, temperature=1.0)
+    rows = held_out_scores(model, tok, split["test"], samples=2, max_new_tokens=4, temperature=1.0)
     assert len(rows) == len(split["test"]) and all(0 <= r["correct"] <= 2 and r["length"] <= 4 for r in rows)
-    assert {s["task"] for s in summarize(rows, 2)} == {*STEM_TASKS, "all"}
+    assert {s["task"] for s in summarize(rows, 2)} == {*STEM_TASKS, "stem"}
     p = split["test"][0]
     right = Rollout(0, [*tok.encode("work", bos=False), END_THINK, *tok.encode(p.answer, bos=False), 2])
     assert grade(tok, p, right) == 1.0 and grade(tok, p, Rollout(0, right.ids[:-1])) == 0.0  # no </s>: 0
@@ -287,3 +287,29 @@ def test_rubric_prompts_are_held_out_by_question_and_references_meet_them():
     assert rubric_score(items, "one two three!") == 1.0 and rubric_score(items, "one two three four five six") == 0
     assert rubric_score(items, "one two.") == 0.5
     assert meet(("include_yes", "max_words_5"), "a b c d e f g") == "a b c d yes"
+
+
+def test_reasoning_recipe_runs_each_step_once_at_ci_scale(tmp_path, tok):
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import from_pretrained, save_pretrained
+    from minimistral.arch.model import Ministral3
+    from minimistral.posttrain.pipeline import posttrain_data, rl_stage, sft_child, teach
+
+    dirs = {}
+    for name, layers in (("parent", 2), ("child", 1)):
+        torch.manual_seed(0)
+        save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=layers)), tmp_path / name)
+        (tmp_path / name / "tokenizer.json").write_bytes(tok.source.read_bytes())
+        dirs[name] = tmp_path / name
+    data = posttrain_data(str(dirs["parent"]), "ci")
+    assert len(data.sft) == 16 * len(STEM_TASKS) + 16 and len(data.val) == 2 * len(STEM_TASKS) + 4
+    teacher = teach(dirs["parent"], tmp_path / "teacher", "ci")
+    child = sft_child(dirs["child"], teacher, tmp_path / "sft", "ci")
+    stem = rl_stage(child, tmp_path / "stem", "ci", "stem")
+    general = rl_stage(stem, tmp_path / "general", "ci", "general")
+    log = [json.loads(line) for line in (tmp_path / "general" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "reward" in r] == [1, 2] and all(r["length"] <= 12 for r in log if "length" in r)
+    mtime = (general / "model.safetensors").stat().st_mtime_ns
+    assert rl_stage(stem, tmp_path / "general", "ci", "general") == general  # done: returns at once
+    assert (general / "model.safetensors").stat().st_mtime_ns == mtime
+    assert from_pretrained(general).config.num_hidden_layers == 1

@@ -99,8 +99,11 @@ class RubricPrompt:
     def prompt(self) -> str:
         return f"{self.question}\n" + " ".join(ITEM[n].instruction for n in self.items)
 
-    def chat(self) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.reference}]
+    def chat(self, thinking: bool = True) -> list[dict[str, str]]:
+        """The prompt and its reference; ``thinking``: the reply first restates the rules it must meet."""
+        reply = {"role": "assistant", "content": self.reference}
+        rules = " ".join(ITEM[n].instruction for n in self.items)
+        return [{"role": "user", "content": self.prompt}, reply | ({"thinking": rules} if thinking else {})]
 
 
 ITEM = {i.name: i for i in ITEMS}

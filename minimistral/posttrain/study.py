@@ -15,34 +15,41 @@ import torch
 from minimistral.data.tokenizer import Tokenizer
 from minimistral.posttrain.chat import THINK, encode_prompt, split_response
 from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
+from minimistral.posttrain.rubrics import RubricPrompt, rubric_score
 from minimistral.posttrain.tasks import Problem, reward
 
 
-def grade(tokenizer: Tokenizer, problem: Problem, rollout: Rollout, thinking: bool = True) -> float:
-    """The reward of one response: the checker on its answer, 0 if it never ended."""
+def grade(tokenizer: Tokenizer, item: Problem | RubricPrompt, rollout: Rollout, thinking: bool = True) -> float:
+    """The reward of one response: a problem's checker on its answer, or the fraction of a rubric prompt's
+    items the answer meets; 0 if the response never ended."""
     parts = split_response(tokenizer, ([THINK] if thinking else []) + rollout.ids)
-    return reward(problem, parts["answer"]) if parts["ended"] else 0.0
+    if not parts["ended"]:
+        return 0.0
+    return reward(item, parts["answer"]) if isinstance(item, Problem) else rubric_score(item.items, parts["answer"])
 
 
-def stem_scores(
+def held_out_scores(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
-    problems: Sequence[Problem],
+    problems: Sequence[Problem | RubricPrompt],
     samples: int,
     max_new_tokens: int,
     temperature: float = 1.0,
     thinking: bool = True,
     seed: int = 0,
 ) -> list[dict]:
-    """Per problem: ``task``, ``correct`` of ``samples``, mean ``length`` (tokens), ``ended``, ``repetition``."""
+    """Per item: ``task`` (``rubric`` for a rubric prompt), mean ``reward``, ``correct`` (full reward) of ``samples``,
+    mean ``length`` (tokens), share ``ended``, ``repetition``."""
     prompts = [encode_prompt(tokenizer, p.chat()[:1], think=thinking) for p in problems]
     rollouts = sample(model, prompts, samples, max_new_tokens, temperature, seed)
     rows = []
     for i, problem in enumerate(problems):
         mine = rollouts[i * samples : (i + 1) * samples]
+        rewards = [grade(tokenizer, problem, r, thinking) for r in mine]
         rows.append({
-            "task": problem.task,
-            "correct": sum(grade(tokenizer, problem, r, thinking) == 1.0 for r in mine),
+            "task": problem.task if isinstance(problem, Problem) else "rubric",
+            "reward": statistics.fmean(rewards),
+            "correct": sum(r == 1.0 for r in rewards),
             "samples": samples,
             "length": statistics.fmean(len(r.ids) for r in mine),
             "ended": statistics.fmean(r.ended for r in mine),
@@ -52,12 +59,15 @@ def stem_scores(
 
 
 def summarize(rows: Sequence[dict], k: int) -> list[dict]:
-    """Per task and overall: pass@1 (mean over samples), pass@k, mean length, share ended, repetition."""
+    """Per task and over the STEM tasks: mean reward, pass@1 (mean over samples), pass@k, length, ended, repetition."""
     out = []
-    for task in [*dict.fromkeys(r["task"] for r in rows), "all"]:
-        mine = [r for r in rows if task in ("all", r["task"])]
+    for task in [*dict.fromkeys(r["task"] for r in rows), "stem"]:
+        mine = [r for r in rows if r["task"] == task or (task == "stem" and r["task"] != "rubric")]
+        if not mine:
+            continue
         out.append({
             "task": task,
+            "reward": round(statistics.fmean(r["reward"] for r in mine), 4),
             "pass@1": round(statistics.fmean(r["correct"] / r["samples"] for r in mine), 4),
             f"pass@{k}": round(statistics.fmean(pass_at_k(r["samples"], r["correct"], k) for r in mine), 4),
             "length": round(statistics.fmean(r["length"] for r in mine), 1),
