@@ -313,3 +313,13 @@ def test_reasoning_recipe_runs_each_step_once_at_ci_scale(tmp_path, tok):
     assert rl_stage(stem, tmp_path / "general", "ci", "general") == general  # done: returns at once
     assert (general / "model.safetensors").stat().st_mtime_ns == mtime
     assert from_pretrained(general).config.num_hidden_layers == 1
+
+
+def test_bootstrap_interval_of_a_paired_gain():
+    from minimistral.posttrain.study import bootstrap_ci
+
+    assert bootstrap_ci([0.2, 0.5, 0.1], [0.3, 0.6, 0.2]) == pytest.approx((0.1, 0.1, 0.1))
+    mean, lo, hi = bootstrap_ci([0.0] * 50, [1.0] * 10 + [0.0] * 40)
+    assert mean == pytest.approx(0.2) and 0.05 < lo < 0.2 < hi < 0.35
+    with pytest.raises(ValueError, match="equally long"):
+        bootstrap_ci([1.0], [])

@@ -75,3 +75,19 @@ def summarize(rows: Sequence[dict], k: int) -> list[dict]:
             "repetition": round(statistics.fmean(r["repetition"] for r in mine), 4),
         })  # fmt: skip
     return out
+
+
+def bootstrap_ci(
+    before: Sequence[float], after: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """The mean paired gain ``after - before`` over prompts and its percentile bootstrap interval (prompts resampled).
+
+    A gain counts as larger than its noise when the interval excludes 0.
+    """
+    if len(before) != len(after) or not before:
+        raise ValueError(f"need two equally long, non-empty score lists, got {len(before)} and {len(after)}")
+    diff = torch.tensor(after, dtype=torch.float64) - torch.tensor(before, dtype=torch.float64)  # [prompts]
+    g = torch.Generator().manual_seed(seed)
+    means = diff[torch.randint(len(diff), (n, len(diff)), generator=g)].mean(-1)  # [n]
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return diff.mean().item(), lo, hi
