@@ -25,6 +25,10 @@ Metrics (all tokens/s, higher is better)
 3. decode: greedy generation of N new tokens at batch 1 with the KV cache, timed over the whole
    call (the short prompt's prefill included), ``minimistral.generate`` against ``hf.generate``.
    Both outputs are checked to hold N new tokens, and compared token by token.
+4. rollouts: GRPO's sampling, G responses to one prompt at temperature 1 in one batch with the KV
+   cache (``minimistral.posttrain.rollouts.sample``, what each RL iteration runs) against
+   ``hf.generate(do_sample=True)`` on the same repeated prompt; tokens = G x N (a row that writes
+   ``</s>`` early still rides along in the batch, on both sides).
 
 Model-FLOPs utilisation (MFU)
 -----------------------------
@@ -59,7 +63,7 @@ import transformers
 import minimistral
 from minimistral import Ministral3, ModelConfig
 
-TARGETS = {"training": 1.0, "prefill": None, "decode": 1.5}  # minimum ratio ours / transformers
+TARGETS = {"training": 1.0, "prefill": None, "decode": 1.5, "rollouts": None}  # minimum ratio ours / transformers
 MFU_TARGET = 0.5
 
 
@@ -101,8 +105,8 @@ def bench_config() -> ModelConfig:
 def shapes(quick: bool) -> dict:
     """Batch and sequence sizes per metric."""
     if quick:
-        return {"train": (2, 64), "prefill": (1, 128), "prompt": 16, "new_tokens": 16, "repeats": 2}
-    return {"train": (8, 256), "prefill": (1, 512), "prompt": 16, "new_tokens": 128, "repeats": 9}
+        return {"train": (2, 64), "prefill": (1, 128), "prompt": 16, "new_tokens": 16, "group": 4, "repeats": 2}
+    return {"train": (8, 256), "prefill": (1, 512), "prompt": 16, "new_tokens": 128, "group": 8, "repeats": 9}
 
 
 def build_models(cfg: ModelConfig, seed: int) -> tuple[Ministral3, torch.nn.Module]:
@@ -293,6 +297,24 @@ def print_table(results: dict, labels: dict[str, str]) -> None:
     print("paired = median over rounds of the per-round ratio; best = ratio of the fastest repeats")
 
 
+def bench_rollouts(ours, theirs, cfg, prompt_len, new_tokens, group, repeats, warmup) -> dict:
+    """``group`` sampled responses to one prompt, batched: our rollout sampler against ``hf.generate``."""
+    from minimistral.posttrain.rollouts import sample
+
+    prompt = torch.randint(3, cfg.vocab_size, (prompt_len,)).tolist()
+    ids = torch.tensor([prompt] * group)
+    mask = torch.ones_like(ids)
+
+    def run_ours():
+        sample(ours, [prompt], group, new_tokens, temperature=1.0)
+
+    def run_theirs():
+        theirs.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                        do_sample=True, temperature=1.0, top_k=0, top_p=1.0)  # fmt: skip
+
+    return per_token(interleaved({"ours": run_ours, "theirs": run_theirs}, repeats, warmup), group * new_tokens)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -314,11 +336,15 @@ def main(argv=None) -> dict:
         "training": bench_training(ours, theirs, cfg, tb, ts, repeats, args.warmup),
         "prefill": bench_prefill(ours, theirs, cfg, pb, ps, repeats, args.warmup),
         "decode": bench_decode(ours, theirs, cfg, sizes["prompt"], sizes["new_tokens"], repeats, args.warmup),
+        "rollouts": bench_rollouts(
+            ours, theirs, cfg, sizes["prompt"], sizes["new_tokens"], sizes["group"], repeats, args.warmup
+        ),
     }
     labels = {
         "training": f"({tb}x{ts})",
         "prefill": f"({pb}x{ps})",
         "decode": f"(1x{sizes['new_tokens']} new)",
+        "rollouts": f"({sizes['group']}x{sizes['new_tokens']} sampled)",
     }
     env["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print_table(results, labels)
