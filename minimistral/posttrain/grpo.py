@@ -164,7 +164,6 @@ class GRPOTrainer(Trainer):
     def train_step(self) -> tuple[dict[str, float], int]:
         batch, stats = self.rollouts()
         with torch.no_grad():
-            old = token_logprobs(self.train_model, batch)  # [n, T]: the policy that sampled
             ref = token_logprobs(self.reference, batch) if self.reference is not None else None
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
@@ -172,7 +171,7 @@ class GRPOTrainer(Trainer):
         self.train_model.train()
         mask = batch["mask"]
         with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
-            loss, logp = self.optimise(batch, old, ref, mask)
+            loss, logp, old = self.optimise(batch, ref, mask)
         ratio = torch.exp(logp.detach() - old)[mask]
         clipped = ((ratio - 1).abs() > self.rl.clip_eps).float().mean()
         tokens = int(mask.sum())
@@ -180,17 +179,20 @@ class GRPOTrainer(Trainer):
         self.tokens += tokens * self.world
         return {k: float(v) for k, v in (stats | {"loss": loss.detach(), "clipped": clipped}).items()}, tokens
 
-    def optimise(self, batch, old, ref, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """``rl.inner_steps`` optimizer steps of :func:`grpo_loss` on one batch of rollouts."""
+    def optimise(self, batch, ref, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``rl.inner_steps`` optimizer steps of :func:`grpo_loss` on one batch of rollouts; returns the last loss,
+        the last log-probabilities and those of the policy that sampled (the first pass's, as no step has run)."""
+        old = None
         for _ in range(self.rl.inner_steps):
-            logp = token_logprobs(self.train_model, batch)
+            logp = token_logprobs(self.train_model, batch)  # [n, T]
+            old = logp.detach() if old is None else old
             loss = grpo_loss(logp, old, batch["advantages"], mask, self.rl.clip_eps, ref, self.rl.kl_coef)
             loss.backward()
             if self.cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return loss, logp
+        return loss, logp, old
 
     @torch.no_grad()
     def rollouts(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
