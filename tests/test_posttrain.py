@@ -323,3 +323,31 @@ def test_bootstrap_interval_of_a_paired_gain():
     assert mean == pytest.approx(0.2) and 0.05 < lo < 0.2 < hi < 0.35
     with pytest.raises(ValueError, match="equally long"):
         bootstrap_ci([1.0], [])
+
+
+def test_posttrain_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
+    import shutil
+
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import save_pretrained
+    from minimistral.arch.model import Ministral3
+    from minimistral.posttrain import study
+
+    monkeypatch.setattr(study, "results_dir", lambda scale: tmp_path / "results")
+    torch.manual_seed(0)
+    one = save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=1)), tmp_path / "one")
+    (one / "tokenizer.json").write_bytes(tok.source.read_bytes())
+    root = tmp_path / "root"
+    for model in ("tiny-24b", *study.CHILD_MODELS):
+        for stage in study.STAGES:
+            if not study.stage_checkpoint(root, model, stage).exists():
+                shutil.copytree(one, study.stage_checkpoint(root, model, stage))
+    tables = study.run_posttrain_study(root, "ci")
+    stages = {(r["model"], r["stage"]) for r in tables["posttrain_scores"]}
+    assert len(stages) == 1 + 3 * 4 + 1 and ("tiny-3b", "sft, next-token loss") in stages
+    assert {r["task"] for r in tables["posttrain_scores"]} == {*STEM_TASKS, "rubric", "stem"}
+    assert len(tables["posttrain_gains"]) == 6 and all(
+        r["ci_low"] <= r["gain"] <= r["ci_high"] for r in tables["posttrain_gains"]
+    )
+    assert [r["limit"] for r in tables["posttrain_limits"]] == [8, 12] * 3
+    assert (tmp_path / "results" / "posttrain_scores.csv").is_file()

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
-from minimistral.data.tokenizer import Tokenizer
+from minimistral.arch.hub import from_pretrained
+from minimistral.data.tokenizer import Tokenizer, load_tokenizer
+from minimistral.evaluate.cache import cached
+from minimistral.files import write_csv
+from minimistral.paths import results_dir
 from minimistral.posttrain.chat import THINK, encode_prompt, split_response
 from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_score
 from minimistral.posttrain.tasks import Problem, reward
+from minimistral.scales import Scale, get_scale
+from minimistral.train import CHECKPOINT
 
 
 def grade(tokenizer: Tokenizer, item: Problem | RubricPrompt, rollout: Rollout, thinking: bool = True) -> float:
@@ -91,3 +98,65 @@ def bootstrap_ci(
     means = diff[torch.randint(len(diff), (n, len(diff)), generator=g)].mean(-1)  # [n]
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return diff.mean().item(), lo, hi
+
+
+# ----------------------------------------------------------------------------- the study of the driver's run
+CHILD_MODELS = ("tiny-14b", "tiny-8b", "tiny-3b")
+STAGES = {"base": "vision", "sft": "sft", "stem-rl": "stem-rl", "general-rl": "general-rl"}  # stage -> directory
+ABLATION_CHILD = "tiny-3b"
+
+
+def stage_checkpoint(root: Path, model: str, stage: str) -> Path:
+    """Where the driver keeps ``model``'s checkpoint after ``stage`` (the teacher: ``teacher-sft``)."""
+    name = "teacher-sft" if model == "tiny-24b" else f"{model}-{STAGES[stage]}"
+    return root / name / CHECKPOINT
+
+
+def checkpoint_scores(checkpoint: Path, items, samples: int, max_new_tokens: int, device=None) -> list[dict]:
+    """:func:`held_out_scores` of a checkpoint, cached by its content."""
+    spec = {"items": [getattr(x, "question", None) for x in items], "samples": samples, "tokens": max_new_tokens}
+
+    def compute():
+        model = from_pretrained(checkpoint, device=device)
+        return held_out_scores(model, load_tokenizer(checkpoint), items, samples, max_new_tokens)
+
+    return cached(checkpoint, "posttrain", spec, compute)
+
+
+def run_posttrain_study(root: Path, scale: str | Scale, device=None) -> dict[str, list[dict]]:
+    """Every Reasoning stage of every child on the held-out items, GRPO's gains with their intervals, the
+    generation-limit raise, and tiny-3b's SFT with and without the teacher; CSVs in ``results_dir``."""
+    from minimistral.posttrain.pipeline import posttrain_data, sft_child
+
+    s = get_scale(scale)
+    p = s.posttrain
+    teacher = stage_checkpoint(root, "tiny-24b", "sft")
+    data = posttrain_data(str(teacher), s.name)
+    items = data.stem["test"] + data.rubrics["test"]
+    runs = [("tiny-24b", "teacher SFT", teacher)]
+    runs += [(c, stage, stage_checkpoint(root, c, stage)) for c in CHILD_MODELS for stage in STAGES]
+    plain = sft_child(stage_checkpoint(root, ABLATION_CHILD, "base"), teacher, root / "posttrain-study" / "sft-ntp",
+                      s, ntp_weight=1.0, device=device)  # fmt: skip
+    runs.append((ABLATION_CHILD, "sft, next-token loss", plain))
+    scores = {(m, st): checkpoint_scores(ck, items, p.samples, p.general_tokens, device) for m, st, ck in runs}
+    table = [{"model": m, "stage": st} | r for (m, st), rows in scores.items() for r in summarize(rows, p.samples)]
+    gains = []
+    for child in CHILD_MODELS:
+        for kind in ("stem", "rubric"):
+            before, after = ([r["reward"] for r in scores[(child, st)] if (r["task"] == "rubric") == (kind == "rubric")]
+                             for st in ("sft", "general-rl"))  # fmt: skip
+            mean, lo, hi = bootstrap_ci(before, after)
+            gains.append({"model": child, "items": kind, "sft": round(statistics.fmean(before), 4),
+                          "reasoning": round(statistics.fmean(after), 4), "gain": round(mean, 4),
+                          "ci_low": round(lo, 4), "ci_high": round(hi, 4)})  # fmt: skip
+    limits = []
+    for child in CHILD_MODELS:
+        ck = stage_checkpoint(root, child, "stem-rl")
+        for tokens in (p.stem_tokens, p.general_tokens):
+            rows = summarize(checkpoint_scores(ck, data.stem["test"], p.samples, tokens, device), p.samples)[-1]
+            limits.append({"model": child, "limit": tokens, "pass@1": rows["pass@1"], "ended": rows["ended"],
+                           "length": rows["length"]})  # fmt: skip
+    tables = {"posttrain_scores": table, "posttrain_gains": gains, "posttrain_limits": limits}
+    for name, rows in tables.items():
+        write_csv(rows, results_dir(s.name) / f"{name}.csv")
+    return tables
