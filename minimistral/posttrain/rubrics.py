@@ -163,7 +163,7 @@ def is_test_question(question: str, share: float = 0.15) -> bool:
     return int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
 
 
-def rubric_prompts(split: str, n: int, seed: int = 0, max_words: int = 40) -> list[RubricPrompt]:
+def rubric_prompts(split: str, n: int, seed: int = 0, max_words: int = 16) -> list[RubricPrompt]:
     """``n`` prompts of ``split`` (``train`` or ``test``): a question, two items, the edited reference.
 
     Answers longer than ``max_words`` words are left out (a tiny model's context is short).
