@@ -16,9 +16,15 @@ running this again continues from what is done, and a notebook can call any step
     run_claims(cascade)                                # §3.1  the paper's claims at equal tokens
     run_longctx_study(cascade, scale)                  # §2    the long stage's position variants
     run_vision_study(root, scale)                      # §2    image questions: family, baselines, ablations
+    teacher = teach(seeing, scale)                     # §4    the stronger teacher: the parent, SFT
+    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Reasoning recipe
+        sft = sft_child(vision, teacher, child)        #       reasoning SFT, KL from the teacher
+        stem = rl_stage(sft, "stem")                   #       GRPO, verifiable rewards
+        rl_stage(stem, "general")                      #       GRPO, rubric rewards, longer limit -> "Reasoning"
+    run_posttrain_study(root, scale)                   # §4    held-out pass@k, gains, Table 5 analogue
     report(cascade, scale, ...)                        # §4    every table -> data/results (cached scores)
 
-Later issues append post-training steps. ``--from STEP`` deletes that step's outputs
+A later issue appends ODPO and the Instruct models. ``--from STEP`` deletes that step's outputs
 and every later step's, then runs; the wall time of every step that ran is kept in
 ``<results>/reproduce_times.csv``.
 """
@@ -37,13 +43,20 @@ from minimistral.evaluate.cache import checkpoint_key
 from minimistral.files import format_table, read_csv, write_csv, write_json
 from minimistral.longctx.study import run_longctx_study
 from minimistral.paths import cascade_dir, parent_dir, results_dir, runs_dir
+from minimistral.posttrain.pipeline import rl_stage, sft_child, teach
+from minimistral.posttrain.study import run_posttrain_study
 from minimistral.pretrain import evaluate_parent, pretrain
 from minimistral.prune.study import run_study
 from minimistral.scales import get_scale
+from minimistral.train import CHECKPOINT
 from minimistral.vision.study import run_vision_study, see_child, see_parent
 
 CHILD_STEPS = tuple(f"{child}-{kind}" for child in CHILDREN for kind in (*KINDS, "vision"))  # each child's, in order
-STEPS = ("pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "score")
+POST_STEPS = tuple(f"{child}-{kind}" for child in CHILDREN for kind in ("sft", "stem-rl", "general-rl"))
+STEPS = (
+    "pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "teacher-sft",
+    *POST_STEPS, "posttrain-study", "score",
+)  # fmt: skip
 
 
 def reproduce(scale: str = "default", from_step: str | None = None, device=None) -> dict[str, list[dict]]:
@@ -68,6 +81,14 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
     clock.run("claims", [root / "claims"], run_claims, cascade)
     longctx = clock.run("longctx", [root / "longctx", scores], run_longctx_study, cascade, scale)
     clock.run("vision-study", [root / "vision-study", results_dir(scale)], run_vision_study, root, scale, device)
+    teacher = clock.run("teacher-sft", [root / "teacher-sft"], teach, seeing, root / "teacher-sft", scale, device)
+    for child in CHILDREN:
+        base, sft, stem, general = (root / f"{child}-{kind}" for kind in ("vision", "sft", "stem-rl", "general-rl"))
+        sft_ck = clock.run(f"{child}-sft", [sft], sft_child, base / CHECKPOINT, teacher, sft, scale, 0.0, 0, device)
+        stem_ck = clock.run(f"{child}-stem-rl", [stem], rl_stage, sft_ck, stem, scale, "stem", 0, device)
+        clock.run(f"{child}-general-rl", [general], rl_stage, stem_ck, general, scale, "general", 0, device)
+    study = [root / "posttrain-study", results_dir(scale)]
+    clock.run("posttrain-study", study, run_posttrain_study, root, scale, device)
     return clock.run("score", [scores], report, cascade, scale, longctx)
 
 
@@ -106,7 +127,8 @@ def forget(scale: str, step: str) -> None:
         shutil.rmtree(parent, ignore_errors=True)
     if "prune-study" in later:
         (parent / "prune-study.json").unlink(missing_ok=True)
-    for name in [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study"]:  # directories of the root
+    root_dirs = [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *POST_STEPS]
+    for name in [*root_dirs, "posttrain-study"]:  # directories of the root
         if name in later:
             shutil.rmtree(root / name, ignore_errors=True)
 

@@ -9,7 +9,7 @@ from minimistral.arch.hub import save_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.cascade.pipeline import STAGES
 
-EXTRA = ("vision-parent", "claims", "longctx", "vision-study")  # the root's directories besides the children's
+EXTRA = ("vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "posttrain-study")
 
 
 @pytest.fixture
@@ -96,3 +96,12 @@ def test_times_table_lists_steps_in_driver_order_with_the_total(tmp_path, monkey
     lines = rp.times_table("x").splitlines()
     assert [line.split()[0] for line in lines[2:]] == ["pretrain", "claims", "total"]
     assert lines[-1].split()[1:] == ["120.0", "2.0"]
+
+
+def test_from_a_post_training_step_keeps_the_cascade_vision_and_earlier_children(tree):
+    parent, root = tree
+    rp.forget("x", "tiny-8b-stem-rl")
+    kept_post = ["tiny-14b-sft", "tiny-14b-stem-rl", "tiny-14b-general-rl", "tiny-8b-sft"]
+    extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *kept_post]
+    assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
+    assert rp.STEPS.index("vision-study") < rp.STEPS.index("teacher-sft") < rp.STEPS.index("posttrain-study")

@@ -16,7 +16,7 @@ import torch
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.tokenizer import Tokenizer, load_tokenizer
 from minimistral.evaluate.cache import cached
-from minimistral.files import write_csv
+from minimistral.files import read_csv, write_csv, write_json
 from minimistral.paths import results_dir
 from minimistral.posttrain.chat import THINK, encode_prompt, split_response
 from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
@@ -130,6 +130,10 @@ def run_posttrain_study(root: Path, scale: str | Scale, device=None) -> dict[str
 
     s = get_scale(scale)
     p = s.posttrain
+    done, names = root / "posttrain-study" / "done.json", ("posttrain_scores", "posttrain_gains", "posttrain_limits")
+    files = {n: results_dir(s.name) / f"{n}.csv" for n in names}
+    if done.is_file() and all(f.is_file() for f in files.values()):  # --from an earlier step deletes `done`
+        return {n: read_csv(f) for n, f in files.items()}
     teacher = stage_checkpoint(root, "tiny-24b", "sft")
     data = posttrain_data(str(teacher), s.name)
     items = data.stem["test"] + data.rubrics["test"]
@@ -158,5 +162,6 @@ def run_posttrain_study(root: Path, scale: str | Scale, device=None) -> dict[str
                            "length": rows["length"]})  # fmt: skip
     tables = {"posttrain_scores": table, "posttrain_gains": gains, "posttrain_limits": limits}
     for name, rows in tables.items():
-        write_csv(rows, results_dir(s.name) / f"{name}.csv")
+        write_csv(rows, files[name])
+    write_json({"tables": [f.name for f in files.values()]}, done)
     return tables
