@@ -188,7 +188,7 @@ SCALES = {
             train_scenes=3000, test_scenes=250, align_steps=500, parent_steps=150, child_steps=100, seeds=3
         ),
         posttrain=PostTrainScale(
-            train_problems=2000, train_rubrics=2000, test_problems=50, test_rubrics=100, teacher_steps=300,
+            train_problems=1000, train_rubrics=2000, test_problems=50, test_rubrics=100, teacher_steps=300,
             sft_steps=200, stem_steps=40, general_steps=30,
         ),
     ),

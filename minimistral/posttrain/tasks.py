@@ -5,15 +5,17 @@ tasks from reasoning-gym (PyPI ``reasoning-gym``, Apache-2.0): each item has a q
 and the task's own checker (``score_answer``); the worked solution (the chain of thought SFT
 teaches) is written by ``data.math_problems.math_solution``. The configurations are small enough
 that a tiny model can learn them (RL needs some reward to start from), not so small that it
-starts at 100%:
+starts at 100%. With two digits and two kinds of animals, the tiny parent after 60 SFT steps
+solved 4% of held-out problems and tiny-3b 2%, and 80-96% of GRPO's groups had no correct
+rollout (no signal): measured, so the sizes below are smaller:
 
-=================  ==========================================  ====================================
-task               question (configuration)                    chain of thought
-=================  ==========================================  ====================================
-``chain_sum``      ``12 - 7 + 30 =`` (2-3 terms, 1-2 digits)    one operation per line
-``leg_counting``   legs of 1-2 kinds of animals, 1-4 of each    legs per kind, then the sum
-``simple_equations`` ``3*x + 4 = 19`` (values up to 20)         isolate the term, then divide
-=================  ==========================================  ====================================
+====================  ========================================  ===================================
+task                  question (configuration)                  chain of thought
+====================  ========================================  ===================================
+``chain_sum``         ``6 + 0 - 1 =`` (2-3 terms, 1 digit)      one operation per line
+``leg_counting``      legs of 1-2 of 1-2 kinds of animals       legs per kind, then the sum
+``simple_equations``  ``8*t - 9 = 23`` (values up to 9)         isolate the term, then divide
+====================  ========================================  ===================================
 
 Held out by seed and by question: the held-out items come from their own seeds, and no held-out
 question occurs among the training items or in the pretraining corpus.
@@ -28,9 +30,9 @@ from functools import cache
 from minimistral.data.math_problems import math_solution
 
 STEM_TASKS: dict[str, dict] = {  # reasoning-gym task -> its configuration
-    "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
-    "leg_counting": dict(min_animals=1, max_animals=2, min_instances=1, max_instances=4),
-    "simple_equations": dict(min_terms=2, max_terms=2, min_value=1, max_value=20),
+    "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1),
+    "leg_counting": dict(min_animals=1, max_animals=2, min_instances=1, max_instances=2),
+    "simple_equations": dict(min_terms=2, max_terms=2, min_value=1, max_value=9),
 }
 _SEEDS = {"train": 900_000_000, "test": 950_000_000}  # + task index * 1e6; pretraining uses seeds < 1e8
 _MAX_ITEMS = 1_000_000  # items per (task, split) seed range
