@@ -302,6 +302,7 @@ def test_reasoning_recipe_runs_each_step_once_at_ci_scale(tmp_path, tok):
 
     dirs = _checkpoints(tmp_path, tok, parent=2, child=1)
     data = posttrain_data(str(dirs["parent"]), "ci")
+    assert posttrain_data(str(dirs["child"]), "ci") is data  # one tokenizer, one build
     assert len(data.sft) == 16 * len(STEM_TASKS) + 16 and len(data.val) == 2 * len(STEM_TASKS) + 4
     teacher = teach(dirs["parent"], tmp_path / "teacher", "ci")
     child = sft_child(dirs["child"], teacher, tmp_path / "sft", "ci")

@@ -114,7 +114,7 @@ def stage_checkpoint(root: Path, model: str, stage: str) -> Path:
 
 def checkpoint_scores(checkpoint: Path, items, samples: int, max_new_tokens: int, device=None) -> list[dict]:
     """:func:`held_out_scores` of a checkpoint, cached by its content."""
-    spec = {"items": [getattr(x, "question", None) for x in items], "samples": samples, "tokens": max_new_tokens}
+    spec = {"items": [x.chat()[0]["content"] for x in items], "samples": samples, "tokens": max_new_tokens}
 
     def compute():
         model = from_pretrained(checkpoint, device=device)
