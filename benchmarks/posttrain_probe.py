@@ -9,7 +9,7 @@ learns only from groups in which some rollouts are right and some wrong.
     python benchmarks/posttrain_probe.py --teacher-steps 80 --sft-steps 80 --rl-steps 15 [--rl-lr 3e-4]
 
 The GRPO stage's metrics (reward, groups with no signal, length, truncation per iteration) are in
-``<out>/3b-stem-lr<lr>-<steps>/metrics.jsonl``.
+``<out>/3b-stem-lr<lr>-<steps>-kl<kl>-t<temperature>/metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ def main(argv=None) -> None:
     p.add_argument("--sft-steps", type=int, default=80)
     p.add_argument("--rl-steps", type=int, default=15)
     p.add_argument("--rl-lr", type=float, default=None, help="GRPO's learning rate (default: the default scale's)")
+    p.add_argument("--kl", type=float, default=0.0, help="weight of GRPO's KL term to the SFT model")
+    p.add_argument("--temperature", type=float, default=1.0, help="of the rollouts")
     p.add_argument("--out", type=Path, default=Path("runs/posttrain-probe"))
     args = p.parse_args(argv)
     s = get_scale("default")
     rl_lr = args.rl_lr if args.rl_lr is not None else s.posttrain.rl_lr
     s = dataclasses.replace(s, posttrain=dataclasses.replace(
         s.posttrain, teacher_steps=args.teacher_steps, sft_steps=args.sft_steps, stem_steps=args.rl_steps,
-        rl_lr=rl_lr))  # fmt: skip
+        rl_lr=rl_lr, kl_coef=args.kl, temperature=args.temperature))  # fmt: skip
     root = cascade_dir("default")
     parent = root / "vision-parent" / "questions" / CHECKPOINT
     data = posttrain_data(str(parent), "default")
@@ -62,7 +64,14 @@ def main(argv=None) -> None:
     sft = timed("tiny-3b sft", sft_child, root / "tiny-3b-vision" / CHECKPOINT, teacher, args.out / "3b-sft", s)
     evaluate("tiny-3b sft", sft)
     if args.rl_steps:
-        stem = timed("tiny-3b stem rl", rl_stage, sft, args.out / f"3b-stem-lr{rl_lr:g}-{args.rl_steps}", s, "stem")
+        stem = timed(
+            "tiny-3b stem rl",
+            rl_stage,
+            sft,
+            args.out / f"3b-stem-lr{rl_lr:g}-{args.rl_steps}-kl{args.kl:g}-t{args.temperature:g}",
+            s,
+            "stem",
+        )
         evaluate("tiny-3b stem rl", stem)
 
 

@@ -126,6 +126,8 @@ class PostTrainScale:
     prompts: int = 8
     group_size: int = 8
     rl_lr: float = 1e-4
+    temperature: float = 1.0  # of the rollouts
+    kl_coef: float = 0.0  # weight of the KL term to the stage's starting model (0: no reference, as Magistral)
     inner_steps: int = 2
     stem_tokens: int = 64
     general_tokens: int = 96

@@ -3,6 +3,7 @@ and the chat format, token by token."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sampl
 from minimistral.posttrain.sft import ChatExamples, sft
 from minimistral.posttrain.study import grade, held_out_scores, summarize
 from minimistral.posttrain.tasks import STEM_TASKS, problems, reward, stem_split
+from minimistral.scales import get_scale
 
 
 # ----------------------------------------------------------------------------- group advantages
@@ -307,6 +309,11 @@ def test_reasoning_recipe_runs_each_step_once_at_ci_scale(tmp_path, tok):
     teacher = teach(dirs["parent"], tmp_path / "teacher", "ci")
     child = sft_child(dirs["child"], teacher, tmp_path / "sft", "ci")
     stem = rl_stage(child, tmp_path / "stem", "ci", "stem")
+    ci = get_scale("ci")
+    with_kl = replace(ci, posttrain=replace(ci.posttrain, kl_coef=0.1, temperature=0.7))  # anchored to the SFT model
+    anchored = rl_stage(child, tmp_path / "stem-kl", with_kl, "stem")
+    state = json.loads((anchored / "trainer_state.json").read_text())
+    assert state["rl_config"]["kl_coef"] == 0.1 and state["rl_config"]["temperature"] == 0.7
     general = rl_stage(stem, tmp_path / "general", "ci", "general")
     log = [json.loads(line) for line in (tmp_path / "general" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "reward" in r] == [1, 2] and all(r["length"] <= 12 for r in log if "length" in r)

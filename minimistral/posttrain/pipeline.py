@@ -108,14 +108,15 @@ def rl_stage(start: Path, out: Path, scale: str | Scale, stage: str, seed: int =
     def reward(i: int, rollout) -> float:
         return grade(tok, items[i], rollout)
 
-    rl = RLConfig(group_size=p.group_size, inner_steps=p.inner_steps,
+    rl = RLConfig(group_size=p.group_size, inner_steps=p.inner_steps, temperature=p.temperature, kl_coef=p.kl_coef,
                   max_new_tokens=p.stem_tokens if stage == "stem" else p.general_tokens)  # fmt: skip
+    reference = from_pretrained(start) if p.kl_coef else None  # the KL term's anchor: the stage's starting model
     model = from_pretrained(start)
     if hasattr(model, "vision_tower"):
         model.vision_tower.requires_grad_(False)
     tokenizer = Path(start) / "tokenizer.json"
     trainer = GRPOTrainer(
-        model, _config(steps, p.prompts, p.rl_lr, seed), rl, prompts, reward, out, device=device,
+        model, _config(steps, p.prompts, p.rl_lr, seed), rl, prompts, reward, out, reference, device=device,
         desc=f"{stage} rl", extra_files={"tokenizer.json": tokenizer} if tokenizer.is_file() else {},
     )  # fmt: skip
     trainer.fit()
