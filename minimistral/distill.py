@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from minimistral.arch.model import Ministral3
-from minimistral.train import CHECKPOINT, TrainConfig, Trainer
+from minimistral.train import CHECKPOINT, TrainConfig, Trainer, lm_loss
 
 KINDS = ("forward", "reverse")
 
@@ -334,8 +334,7 @@ def response_loss(model: torch.nn.Module, batch: dict) -> dict:
     answers = next_token_loss(response_logits(model, batch), batch["targets"], batch["mask"])
     out = {"loss": answers, "tokens": int(batch["mask"].sum())}
     if "text" in batch:
-        inputs, targets = batch["text"][:, :-1], batch["text"][:, 1:]  # [rows, T]
-        text = next_token_loss(model(inputs), targets)
+        text = lm_loss(model, batch["text"])["loss"]  # text windows [rows, T + 1]
         out |= {"loss": answers + text, "answers": answers.detach(), "text": text.detach()}
     return out
 
@@ -357,10 +356,7 @@ class ResponseDistillLoss:
         out = kd_loss(student_logits, teacher_logits, batch["targets"], ntp_weight=self.ntp_weight, mask=batch["mask"])
         out["tokens"] = int(batch["mask"].sum())
         if "text" in batch:  # the same loss on text windows, from the same teacher
-            inputs, targets = batch["text"][:, :-1], batch["text"][:, 1:]  # [rows, T]
-            with torch.no_grad():
-                teacher_logits = self.teacher(inputs)
-            text = kd_loss(model(inputs), teacher_logits, targets, ntp_weight=self.ntp_weight)
+            text = DistillLoss(self.teacher, ntp_weight=self.ntp_weight)(model, batch["text"])  # windows [rows, T + 1]
             out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
         return out
 

@@ -349,7 +349,7 @@ def test_posttrain_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
     stages = {(r["model"], r["stage"]) for r in tables["posttrain_scores"]}
     assert len(stages) == 1 + 3 * 4 + 1 and ("tiny-3b", "sft, next-token loss") in stages
     assert {r["task"] for r in tables["posttrain_scores"]} == {*STEM_TASKS, "rubric", "stem"}
-    assert len(tables["posttrain_gains"]) == 6 and all(
+    assert len(tables["posttrain_gains"]) == 3 * 4 and all(
         r["ci_low"] <= r["gain"] <= r["ci_high"] for r in tables["posttrain_gains"]
     )
     assert [r["limit"] for r in tables["posttrain_limits"]] == [8, 12] * 3

@@ -17,8 +17,10 @@ so text cannot forge them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
@@ -84,6 +86,23 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if (d / "tokenizer.json").is_file():
         return _hf_tokenizer(d / "tokenizer.json")
     raise CheckpointError(f"{d}: no tekken.json or tokenizer.json to encode the prompt with")
+
+
+def per_tokenizer(build: Callable) -> Callable:
+    """Cache ``build(tokenizer_dir, *args)`` by the tokenizer's content (the sha256 of the file
+    :func:`load_tokenizer` reads): every checkpoint of one family shares one build of its datasets per process."""
+    built: dict = {}
+
+    @functools.wraps(build)
+    def cached(tokenizer_dir, *args):
+        files = [Path(tokenizer_dir) / name for name in ("tekken.json", "tokenizer.json")]
+        file = next((f for f in files if f.is_file()), None)
+        key = (hashlib.sha256(file.read_bytes()).hexdigest() if file else str(tokenizer_dir), *args)
+        if key not in built:
+            built[key] = build(tokenizer_dir, *args)
+        return built[key]
+
+    return cached
 
 
 def _tekken(file: Path) -> Tokenizer:

@@ -13,13 +13,12 @@ solution, a rubric prompt restates its rules, then answers (``Problem.chat``, ``
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
-from minimistral.data.tokenizer import load_tokenizer
+from minimistral.data.tokenizer import load_tokenizer, per_tokenizer
 from minimistral.posttrain.chat import encode_prompt
 from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_prompts
@@ -40,20 +39,10 @@ class PostData:
     val: ChatExamples  # the held-out items, for the validation loss
 
 
-_DATA: dict[tuple[str, str], PostData] = {}  # (tokenizer sha256, scale) -> data: built once per process
-
-
+@per_tokenizer
 def posttrain_data(tokenizer_dir: str, scale_name: str) -> PostData:
     """The STEM problems and rubric prompts of ``scale`` (held out from each other and from pretraining), encoded
     with the tokenizer in ``tokenizer_dir``; every checkpoint of the family shares the data built for its tokenizer."""
-    file = Path(tokenizer_dir) / "tokenizer.json"
-    key = (hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else str(tokenizer_dir), scale_name)
-    if key not in _DATA:
-        _DATA[key] = _build_data(tokenizer_dir, scale_name)
-    return _DATA[key]
-
-
-def _build_data(tokenizer_dir: str, scale_name: str) -> PostData:
     p = get_scale(scale_name).posttrain
     tok = load_tokenizer(tokenizer_dir)
     stem = stem_split(p.train_problems, p.test_problems, set(build_corpus().docs["train"]["question"]))

@@ -123,6 +123,22 @@ def checkpoint_scores(checkpoint: Path, items, samples: int, max_new_tokens: int
     return cached(checkpoint, "posttrain", spec, compute)
 
 
+# (from stage, to stage, items): each RL stage on the items it trains for, and the whole of GRPO on both
+GAINS = (("sft", "stem-rl", "stem"), ("stem-rl", "general-rl", "rubric"), ("sft", "general-rl", "stem"),
+         ("sft", "general-rl", "rubric"))  # fmt: skip
+
+
+def gain(scores: dict, model: str, before: str, after: str, items: str) -> dict:
+    """``model``'s paired gain from stage ``before`` to ``after`` on the held-out ``items`` ("stem" or "rubric"),
+    with its bootstrap interval over prompts (:func:`bootstrap_ci`)."""
+    a, b = ([r["reward"] for r in scores[(model, st)] if (r["task"] == "rubric") == (items == "rubric")]
+            for st in (before, after))  # fmt: skip
+    mean, lo, hi = bootstrap_ci(a, b)
+    return {"model": model, "items": items, "from": before, "to": after, "before": round(statistics.fmean(a), 4),
+            "after": round(statistics.fmean(b), 4), "gain": round(mean, 4), "ci_low": round(lo, 4),
+            "ci_high": round(hi, 4)}  # fmt: skip
+
+
 def run_posttrain_study(root: Path, scale: str | Scale, device=None) -> dict[str, list[dict]]:
     """Every Reasoning stage of every child on the held-out items, GRPO's gains with their intervals, the
     generation-limit raise, and tiny-3b's SFT with and without the teacher; CSVs in ``results_dir``."""
@@ -144,15 +160,7 @@ def run_posttrain_study(root: Path, scale: str | Scale, device=None) -> dict[str
     runs.append((ABLATION_CHILD, "sft, next-token loss", plain))
     scores = {(m, st): checkpoint_scores(ck, items, p.samples, p.general_tokens, device) for m, st, ck in runs}
     table = [{"model": m, "stage": st} | r for (m, st), rows in scores.items() for r in summarize(rows, p.samples)]
-    gains = []
-    for child in CHILD_MODELS:
-        for kind in ("stem", "rubric"):
-            before, after = ([r["reward"] for r in scores[(child, st)] if (r["task"] == "rubric") == (kind == "rubric")]
-                             for st in ("sft", "general-rl"))  # fmt: skip
-            mean, lo, hi = bootstrap_ci(before, after)
-            gains.append({"model": child, "items": kind, "sft": round(statistics.fmean(before), 4),
-                          "reasoning": round(statistics.fmean(after), 4), "gain": round(mean, 4),
-                          "ci_low": round(lo, 4), "ci_high": round(hi, 4)})  # fmt: skip
+    gains = [gain(scores, child, before, after, kind) for child in CHILD_MODELS for before, after, kind in GAINS]
     limits = []
     for child in CHILD_MODELS:
         ck = stage_checkpoint(root, child, "stem-rl")

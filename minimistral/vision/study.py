@@ -21,7 +21,6 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ import torch
 from minimistral.arch.config import TINY_WINDOW
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus, windows
-from minimistral.data.tokenizer import load_tokenizer
+from minimistral.data.tokenizer import load_tokenizer, per_tokenizer
 from minimistral.evaluate.loss import model_score, token_bytes, validation_windows, with_total
 from minimistral.files import read_csv, write_csv, write_json
 from minimistral.paths import parent_dir, results_dir
@@ -67,9 +66,9 @@ class VisionData:
     text: WithText  # ``train`` with ``scale.vision.text_rows`` pretraining windows per batch
 
 
-@cache
+@per_tokenizer
 def vision_data(tokenizer_dir: str, scale_name: str) -> VisionData:
-    """Training and held-out image questions at ``scale`` (deterministic; built once per process)."""
+    """Training and held-out image questions at ``scale`` (deterministic; built once per tokenizer per process)."""
     v = get_scale(scale_name).vision
     tok = load_tokenizer(tokenizer_dir)
     images, labels = load_mnist()
