@@ -190,8 +190,8 @@ SCALES = {
             train_scenes=3000, test_scenes=250, align_steps=500, parent_steps=150, child_steps=100, seeds=3
         ),
         posttrain=PostTrainScale(
-            train_problems=1000, train_rubrics=2000, test_problems=50, test_rubrics=100, teacher_steps=300,
-            sft_steps=200, stem_steps=40, general_steps=30,
+            train_problems=1000, train_rubrics=2000, test_problems=20, test_rubrics=40, teacher_steps=120,
+            sft_steps=60, stem_steps=10, general_steps=10, rl_lr=3e-4, kl_coef=0.05,
         ),
     ),
 }  # fmt: skip

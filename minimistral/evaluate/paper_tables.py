@@ -217,3 +217,13 @@ def size_steps(stages: list[dict]) -> list[tuple[str, str, float]]:
     the rise in held-out bits per byte (all sources) from the larger model to the next smaller one."""
     base = [(r["model"].removesuffix("-long"), float(r["overall_bpb"])) for r in base_rows(stages)]
     return [(a, b, round(y - x, 4)) for (a, x), (b, y) in pairwise(base)]
+
+
+def falls_with_size(rows: list[dict]) -> int:
+    """How many rows of a table (a label column, then one column per model from the largest to the smallest)
+    score no higher for each smaller model: the order Tables 3 and 5 mostly show."""
+    falls = 0
+    for row in rows:
+        scores = [float(v) for v in list(row.values())[1:]]
+        falls += all(a >= b for a, b in pairwise(scores))
+    return falls

@@ -7,6 +7,7 @@ A response is graded on its answer: the text after ``[/THINK]`` (reasoning) or t
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +124,20 @@ def checkpoint_scores(checkpoint: Path, items, samples: int, max_new_tokens: int
     return cached(checkpoint, "posttrain", spec, compute)
 
 
+def rl_curves(root: Path) -> dict[str, dict[str, list[dict]]]:
+    """Per child and RL stage (``stem``, ``general``), the GRPO iterations the driver logged (reward, groups with
+    no signal, length, truncation), read from the stage's ``metrics.jsonl``."""
+    curves = {}
+    for child in CHILD_MODELS:
+        for stage in ("stem", "general"):
+            file = stage_checkpoint(root, child, f"{stage}-rl").parent / "metrics.jsonl"
+            rows = (
+                [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.is_file() else []
+            )
+            curves.setdefault(child, {})[stage] = [r for r in rows if "reward" in r]
+    return curves
+
+
 # (from stage, to stage, items): each RL stage on the items it trains for, and the whole of GRPO on both
 GAINS = (("sft", "stem-rl", "stem"), ("stem-rl", "general-rl", "rubric"), ("sft", "general-rl", "stem"),
          ("sft", "general-rl", "rubric"))  # fmt: skip
@@ -137,6 +152,14 @@ def gain(scores: dict, model: str, before: str, after: str, items: str) -> dict:
     return {"model": model, "items": items, "from": before, "to": after, "before": round(statistics.fmean(a), 4),
             "after": round(statistics.fmean(b), 4), "gain": round(mean, 4), "ci_low": round(lo, 4),
             "ci_high": round(hi, 4)}  # fmt: skip
+
+
+def table5(scores: Sequence[dict], k: str, stage: str = "general-rl") -> list[dict]:
+    """The Table 5 analogue from ``posttrain_scores`` rows: per STEM task (and over all), column ``k`` (``"pass@16"``)
+    of each child's model after ``stage`` (the Reasoning model), in percent, largest child first."""
+    mine = [r for r in scores if r["stage"] == stage and r["task"] != "rubric"]
+    return [{"task": task} | {r["model"]: f"{100 * float(r[k]):.1f}" for r in mine if r["task"] == task}
+            for task in dict.fromkeys(r["task"] for r in mine)]  # fmt: skip
 
 
 def run_posttrain_study(root: Path, scale: str | Scale, device=None) -> dict[str, list[dict]]:

@@ -1,0 +1,105 @@
+"""The figures and printouts of notebook 07 (post-training): the chat format, GRPO's clipped objective, the RL
+curves, scores per stage, and the Figure 5 analogue (accuracy against output length).
+
+Each function returns a matplotlib Figure (the notebook saves it with ``style.save``) or a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from minimistral.data.tokenizer import Tokenizer
+from minimistral.posttrain.chat import token_names
+from minimistral.show.style import CHILD_COLOURS
+
+
+def rendered_chat(tokenizer: Tokenizer, ids: Sequence[int], learned: Sequence[bool], width: int = 100) -> str:
+    """A conversation token by token, ``|`` between tokens: control tokens by name, the learned ones (the
+    response the loss reads) in ``«»``, wrapped at ``width`` characters."""
+    pieces, line, lines = token_names(tokenizer, ids), "", []
+    for piece, learn in zip(pieces, learned, strict=True):
+        cell = (f"«{piece}»" if learn else piece).replace("\n", "\\n") + "|"
+        if len(line) + len(cell) > width:
+            lines.append(line)
+            line = ""
+        line += cell
+    return "\n".join([*lines, line])
+
+
+def plot_clipped_objective(eps: float = 0.2):
+    r"""GRPO's per-token objective $\min(\rho A, \mathrm{clip}(\rho, 1-\epsilon, 1+\epsilon) A)$ against the ratio
+    $\rho$, for a better-than-average rollout ($A = 1$) and a worse one ($A = -1$): flat where the update stops."""
+    import matplotlib.pyplot as plt
+
+    rho = torch.linspace(0.5, 1.5, 201)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 2.8), sharey=True, layout="constrained")
+    for ax, a in zip(axes, (1.0, -1.0), strict=True):
+        objective = torch.minimum(rho * a, rho.clamp(1 - eps, 1 + eps) * a)
+        ax.plot(rho, rho * a, ls=":", color="grey", label=r"$\rho A$ (unclipped)")
+        ax.plot(rho, objective, color="tab:blue", lw=2, label="clipped objective")
+        for x in (1 - eps, 1 + eps):
+            ax.axvline(x, color="tab:orange", lw=0.8)
+        ax.set(xlabel=r"ratio $\rho = \pi_\theta / \pi_{old}$", title=f"A = {a:+.0f}")
+    axes[0].set_ylabel("objective (maximised)")
+    axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_rl_curves(curves: Mapping[str, Mapping[str, list[dict]]], keys=("reward", "no_signal", "length")):
+    """Per child (colour) and RL stage (solid: STEM, dashed: General), each logged quantity over GRPO iterations,
+    the General stage drawn after the STEM one."""
+    import matplotlib.pyplot as plt
+
+    titles = {"reward": "mean reward of the rollouts", "no_signal": "groups with all-equal rewards",
+              "length": "mean rollout length (tokens)", "truncated": "rollouts cut at the limit"}  # fmt: skip
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), layout="constrained")
+    for child, stages in curves.items():
+        offset = 0
+        for stage, rows in stages.items():
+            steps = [offset + r["step"] for r in rows]
+            for ax, key in zip(axes, keys, strict=True):
+                ax.plot(steps, [r[key] for r in rows], color=CHILD_COLOURS.get(child, "grey"),
+                        ls="-" if stage == "stem" else "--", label=f"{child} {stage}")  # fmt: skip
+            offset = steps[-1] if steps else offset
+    for ax, key in zip(axes, keys, strict=True):
+        ax.set(xlabel="GRPO iteration (STEM, then General)", title=titles.get(key, key))
+    axes[0].legend(frameon=False, fontsize=7)
+    return fig
+
+
+def plot_stage_scores(rows: Sequence[dict], stages: Sequence[str], columns=(("stem", "pass@1"), ("rubric", "pass@1"))):
+    """Per child, the held-out score after each stage: one panel per (items, column) of ``posttrain_scores``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3), layout="constrained")
+    children = list(dict.fromkeys(r["model"] for r in rows if r["stage"] in stages))
+    for ax, (task, column) in zip(axes, columns, strict=True):
+        for child in children:
+            ys = [next(float(r[column]) for r in rows if (r["model"], r["stage"], r["task"]) == (child, st, task))
+                  for st in stages]  # fmt: skip
+            ax.plot(range(len(stages)), [100 * y for y in ys], marker="o", color=CHILD_COLOURS.get(child), label=child)
+        ax.set_xticks(range(len(stages)), stages)
+        ax.set(ylabel=f"{column} (%)", title=f"held-out {'STEM problems' if task == 'stem' else 'rubric prompts'}")
+    axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[dict], stages: Sequence[str], task: str = "stem", column: str = "pass@1"):
+    """The Figure 5 analogue: held-out accuracy against mean output tokens, one path per child through ``stages``
+    (the last, the Reasoning model, marked large)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
+    for child in dict.fromkeys(r["model"] for r in rows if r["stage"] in stages):
+        points = [next((float(r["length"]), 100 * float(r[column])) for r in rows
+                       if (r["model"], r["stage"], r["task"]) == (child, st, task)) for st in stages]  # fmt: skip
+        colour = CHILD_COLOURS.get(child)
+        ax.plot(*zip(*points, strict=True), color=colour, lw=0.8, alpha=0.6)
+        ax.scatter(*points[-1], s=70, color=colour, label=f"{child} ({stages[-1]})", zorder=3)
+        for (x, y), st in zip(points, stages, strict=True):
+            ax.annotate(st, (x, y), fontsize=7, color=colour, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="mean output tokens per response", ylabel=f"held-out {task} {column} (%)")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
