@@ -354,3 +354,28 @@ def test_posttrain_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
     )
     assert [r["limit"] for r in tables["posttrain_limits"]] == [8, 12] * 3
     assert (tmp_path / "results" / "posttrain_scores.csv").is_file()
+    rows = study.table5(tables["posttrain_scores"], "pass@2")
+    assert [r["task"] for r in rows] == [*STEM_TASKS, "stem"] and list(rows[0])[1:] == list(study.CHILD_MODELS)
+    assert study.rl_curves(root) == {child: {"stem": [], "general": []} for child in study.CHILD_MODELS}
+
+
+def test_posttrain_figures_and_rendered_chat(tok):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minimistral.show import posttrain as sp
+
+    ids, learned = encode_chat(tok, problems("chain_sum", "test", 1)[0].chat())
+    text = sp.rendered_chat(tok, ids, learned, width=40)
+    assert text.startswith("<s>|[INST]|") and "«[THINK]»|" in text and text.endswith("«</s>»|")
+    assert all(len(line) <= 40 for line in text.splitlines())
+    rows = [{"model": m, "stage": st, "task": t, "pass@1": "0.1", "reward": "0.5", "length": "20"}
+            for m in ("tiny-14b", "tiny-3b") for st in ("sft", "general-rl") for t in ("stem", "rubric")]  # fmt: skip
+    curves = {"tiny-3b": {"stem": [{"step": 1, "reward": 0.1, "no_signal": 0.5, "length": 20}], "general": []}}
+    figs = [sp.plot_clipped_objective(), sp.plot_rl_curves(curves),
+            sp.plot_stage_scores(rows, ["sft", "general-rl"], (("stem", "pass@1"), ("rubric", "reward"))),
+            sp.plot_accuracy_vs_tokens(rows, ["sft", "general-rl"])]  # fmt: skip
+    assert all(f.axes for f in figs)
+    plt.close("all")

@@ -179,3 +179,10 @@ def test_table_text():
     assert text.splitlines()[0].split() == ["series", "x", "y"]
     assert text.splitlines()[2].split()[-2:] == ["1000", "55.5"]  # 1000.0 written back short
     assert table_text(read_paper_table("table2")).splitlines()[2].startswith("Qwen 3 14B")
+
+
+def test_falls_with_size():
+    from minimistral.evaluate.paper_tables import falls_with_size
+
+    rows = [{"task": "a", "14b": "3", "8b": "2", "3b": "2"}, {"task": "b", "14b": "1", "8b": "2", "3b": "0"}]
+    assert falls_with_size(rows) == 1

@@ -135,7 +135,7 @@ def test_batches_with_text_add_the_same_objective_on_text_windows(data, family):
         text = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["text"][:, 1:].flatten())
         assert torch.allclose(both["loss"], answers["loss"] + text) and torch.allclose(both["text"], text)
         assert both["tokens"] == answers["tokens"]  # the answers weigh the validation mean
-        self_kd = ResponseDistillLoss(copy.deepcopy(model))(model, batch)  # a student that is its teacher: KL 0 on both parts
+        self_kd = ResponseDistillLoss(copy.deepcopy(model))(model, batch)  # its own teacher: KL 0 on both parts
     assert abs(self_kd["loss"].item()) < 1e-5 and abs(self_kd["text"].item()) < 1e-5
     with pytest.raises(ValueError, match="text rows"):
         WithText(data["train"], torch.empty(0, 33), rows=1)

@@ -88,7 +88,7 @@ def plot_stage_scores(rows: Sequence[dict], stages: Sequence[str], columns=(("st
 
 def plot_accuracy_vs_tokens(rows: Sequence[dict], stages: Sequence[str], task: str = "stem", column: str = "pass@1"):
     """The Figure 5 analogue: held-out accuracy against mean output tokens, one path per child through ``stages``
-    (the last, the Reasoning model, marked large)."""
+    (open marker: the first stage; small dots: the middle ones; large: the last, the Reasoning model)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6), layout="constrained")
@@ -96,10 +96,11 @@ def plot_accuracy_vs_tokens(rows: Sequence[dict], stages: Sequence[str], task: s
         points = [next((float(r["length"]), 100 * float(r[column])) for r in rows
                        if (r["model"], r["stage"], r["task"]) == (child, st, task)) for st in stages]  # fmt: skip
         colour = CHILD_COLOURS.get(child)
-        ax.plot(*zip(*points, strict=True), color=colour, lw=0.8, alpha=0.6)
-        ax.scatter(*points[-1], s=70, color=colour, label=f"{child} ({stages[-1]})", zorder=3)
-        for (x, y), st in zip(points, stages, strict=True):
-            ax.annotate(st, (x, y), fontsize=7, color=colour, xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel="mean output tokens per response", ylabel=f"held-out {task} {column} (%)")
+        ax.plot(*zip(*points, strict=True), color=colour, lw=1, alpha=0.7, marker=".", ms=5)
+        ax.scatter(*points[0], s=50, facecolor="white", edgecolor=colour, zorder=3)
+        ax.scatter(*points[-1], s=80, color=colour, label=child, zorder=3)
+    ax.set(xlabel="mean output tokens per response", ylabel=f"held-out {task} {column} (%)",
+           title=f"{stages[0]} (open) -> {' -> '.join(stages[1:])} (filled)")  # fmt: skip
+    ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=8)
     return fig
