@@ -1,10 +1,19 @@
-"""Post-training (paper §4): the chat format, SFT, GRPO; ODPO lands with the Instruct models.
+"""Post-training (paper §4): the chat format, SFT, GRPO, and ODPO's loss (its loop lands with the Instruct models).
 
-Public names later stages and tests rely on: :func:`group_advantages`, :func:`grpo_loss`,
+Public names later stages and tests rely on: :func:`group_advantages`, :func:`grpo_loss`, :func:`odpo_loss`,
 :func:`encode_chat`, :func:`encode_prompt`, :func:`split_response`.
 """
 
 from minimistral.posttrain.chat import encode_chat, encode_prompt, split_response, token_names
 from minimistral.posttrain.grpo import group_advantages, grpo_loss
+from minimistral.posttrain.odpo import odpo_loss
 
-__all__ = ["encode_chat", "encode_prompt", "group_advantages", "grpo_loss", "split_response", "token_names"]
+__all__ = [
+    "encode_chat",
+    "encode_prompt",
+    "group_advantages",
+    "grpo_loss",
+    "odpo_loss",
+    "split_response",
+    "token_names",
+]
