@@ -350,6 +350,8 @@ class ResponseDistillLoss:
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> dict:
         self.teacher.to(batch["input_ids"].device)
+        if "teacher" in batch:  # the teacher reads its own view; its learned tokens line up with the student's
+            return self.aligned(model, batch)
         with torch.no_grad():
             teacher_logits = response_logits(self.teacher, batch)
         student_logits = response_logits(model, batch)
@@ -359,6 +361,20 @@ class ResponseDistillLoss:
             text = DistillLoss(self.teacher, ntp_weight=self.ntp_weight)(model, batch["text"])  # windows [rows, T + 1]
             out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
         return out
+
+    def aligned(self, model: torch.nn.Module, batch: dict) -> dict:
+        """KL on learned tokens that the teacher reads in another context (``batch["teacher"]``, a ``pad_right``
+        batch with as many learned tokens per row): the Instruct SFT's answer, which the teacher reads after
+        its own reasoning and the student without it. The learned positions of both are gathered in order."""
+        view = batch["teacher"]
+        if not torch.equal(view["mask"].sum(-1), batch["mask"].sum(-1)):
+            raise ValueError("batch['teacher']: every row needs as many learned tokens as the student's row")
+        with torch.no_grad():
+            teacher_logits = response_logits(self.teacher, view)[view["mask"]]  # [N, vocab]
+        student_logits = response_logits(model, batch)[batch["mask"]]  # [N, vocab], the same tokens in order
+        targets = batch["targets"][batch["mask"]]  # [N]
+        out = kd_loss(student_logits[None], teacher_logits[None], targets[None], ntp_weight=self.ntp_weight)
+        return out | {"tokens": int(batch["mask"].sum())}
 
 
 # ----------------------------------------------------------------------------- Algorithm 1's distill()

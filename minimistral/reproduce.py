@@ -17,16 +17,21 @@ running this again continues from what is done, and a notebook can call any step
     run_longctx_study(cascade, scale)                  # §2    the long stage's position variants
     run_vision_study(root, scale)                      # §2    image questions: family, baselines, ablations
     teacher = teach(seeing, scale)                     # §4    the stronger teacher: the parent, SFT
-    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Reasoning recipe
+    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Reasoning recipe, then Instruct's SFT
         sft = sft_child(vision, teacher, child)        #       reasoning SFT, KL from the teacher
         stem = rl_stage(sft, "stem")                   #       GRPO, verifiable rewards
-        rl_stage(stem, "general")                      #       GRPO, rubric rewards, longer limit -> "Reasoning"
+        rl_stage(stem, "general")                      #       GRPO, rubric rewards, longer limit
+        instruct_sft(vision, teacher, child)           #       answer at once, KL from the teacher's answer
+    judge = reward_model(policies, teacher)            # §4    the pairwise reward model, calibrated
+    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    ODPO, the last stage of both recipes
+        odpo_stage(instruct_sft, judge)                #       -> "<child> Instruct"
+        odpo_stage(general_rl, judge, thinking)        #       thinking stripped -> "<child> Reasoning"
     run_posttrain_study(root, scale)                   # §4    held-out pass@k, gains, Table 5 analogue
+    run_odpo_study(root, scale)                        # §4    PWRM quality, Figure 6, Table 4 analogues
     report(cascade, scale, ...)                        # §4    every table -> data/results (cached scores)
 
-A later issue appends ODPO and the Instruct models. ``--from STEP`` deletes that step's outputs
-and every later step's, then runs; the wall time of every step that ran is kept in
-``<results>/reproduce_times.csv``.
+``--from STEP`` deletes that step's outputs and every later step's, then runs; the wall time of
+every step that ran is kept in ``<results>/reproduce_times.csv``.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from minimistral.evaluate.cache import checkpoint_key
 from minimistral.files import format_table, read_csv, write_csv, write_json
 from minimistral.longctx.study import run_longctx_study
 from minimistral.paths import cascade_dir, parent_dir, results_dir, runs_dir
-from minimistral.posttrain.pipeline import rl_stage, sft_child, teach
+from minimistral.posttrain.odpo_study import run_odpo_study
+from minimistral.posttrain.pipeline import instruct_sft, odpo_stage, reward_model, rl_stage, sft_child, teach
 from minimistral.posttrain.study import run_posttrain_study
 from minimistral.pretrain import evaluate_parent, pretrain
 from minimistral.prune.study import run_study
@@ -52,10 +58,11 @@ from minimistral.train import CHECKPOINT
 from minimistral.vision.study import run_vision_study, see_child, see_parent
 
 CHILD_STEPS = tuple(f"{child}-{kind}" for child in CHILDREN for kind in (*KINDS, "vision"))  # each child's, in order
-POST_STEPS = tuple(f"{child}-{kind}" for child in CHILDREN for kind in ("sft", "stem-rl", "general-rl"))
+POST_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("sft", "stem-rl", "general-rl", "instruct-sft"))
+ODPO_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("instruct-odpo", "reasoning-odpo"))
 STEPS = (
     "pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "teacher-sft",
-    *POST_STEPS, "posttrain-study", "score",
+    *POST_STEPS, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study", "score",
 )  # fmt: skip
 
 
@@ -82,13 +89,26 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
     longctx = clock.run("longctx", [root / "longctx", scores], run_longctx_study, cascade, scale)
     clock.run("vision-study", [root / "vision-study", results_dir(scale)], run_vision_study, root, scale, device)
     teacher = clock.run("teacher-sft", [root / "teacher-sft"], teach, seeing, root / "teacher-sft", scale, device)
+    policies = []  # (checkpoint, thinking): the models whose answers the PWRM learns to rank
     for child in CHILDREN:
-        base, sft, stem, general = (root / f"{child}-{kind}" for kind in ("vision", "sft", "stem-rl", "general-rl"))
+        base, sft, stem, general, instruct = (root / f"{child}-{kind}" for kind in
+                                              ("vision", "sft", "stem-rl", "general-rl", "instruct-sft"))  # fmt: skip
         sft_ck = clock.run(f"{child}-sft", [sft], sft_child, base / CHECKPOINT, teacher, sft, scale, 0.0, 0, device)
         stem_ck = clock.run(f"{child}-stem-rl", [stem], rl_stage, sft_ck, stem, scale, "stem", 0, device)
-        clock.run(f"{child}-general-rl", [general], rl_stage, stem_ck, general, scale, "general", 0, device)
+        general_ck = clock.run(f"{child}-general-rl", [general], rl_stage, stem_ck, general, scale, "general", 0,
+                               device)  # fmt: skip
+        instruct_ck = clock.run(f"{child}-instruct-sft", [instruct], instruct_sft, base / CHECKPOINT, teacher, instruct,
+                                scale, 0, device)  # fmt: skip
+        policies += [(instruct_ck, False), (general_ck, True)]
+    judge = clock.run("pwrm", [root / "pwrm"], reward_model, policies, teacher, root / "pwrm", scale, device)
+    for child in CHILDREN:
+        for kind, start, thinking in (("instruct", "instruct-sft", False), ("reasoning", "general-rl", True)):
+            out = root / f"{child}-{kind}-odpo"
+            clock.run(f"{child}-{kind}-odpo", [out], odpo_stage, root / f"{child}-{start}" / CHECKPOINT, judge, out,
+                      scale, thinking, 0, True, device)  # fmt: skip
     study = [root / "posttrain-study", results_dir(scale)]
     clock.run("posttrain-study", study, run_posttrain_study, root, scale, device)
+    clock.run("odpo-study", [root / "odpo-study", results_dir(scale)], run_odpo_study, root, scale, device)
     return clock.run("score", [scores], report, cascade, scale, longctx)
 
 
@@ -128,7 +148,7 @@ def forget(scale: str, step: str) -> None:
     if "prune-study" in later:
         (parent / "prune-study.json").unlink(missing_ok=True)
     root_dirs = [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *POST_STEPS]
-    for name in [*root_dirs, "posttrain-study"]:  # directories of the root
+    for name in [*root_dirs, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study"]:  # directories of the root
         if name in later:
             shutil.rmtree(root / name, ignore_errors=True)
 

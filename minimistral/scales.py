@@ -132,6 +132,15 @@ class PostTrainScale:
     stem_tokens: int = 64
     general_tokens: int = 96
     samples: int = 16  # rollouts per held-out prompt: pass@1 is their mean, pass@16 from all 16
+    # --- Instruct SFT, the pairwise reward model and ODPO (the Instruct and Reasoning models' last stage)
+    instruct_steps: int = 40  # answer-style SFT of each child, KL from the teacher
+    pwrm_prompts: int = 240  # training rubric prompts the PWRM's pairs are sampled on
+    pwrm_samples: int = 2  # answers per prompt from each policy (each child's Instruct SFT and Reasoning model)
+    pwrm_pairs: int = 6  # ranked pairs kept per prompt (each shown in both orders)
+    pwrm_steps: int = 80
+    odpo_steps: int = 20  # iterations of ``prompts`` prompts x 2 responses
+    odpo_lr: float = 1e-4
+    beta: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ SCALES = {
         posttrain=PostTrainScale(
             train_problems=16, train_rubrics=16, test_problems=2, test_rubrics=4, teacher_steps=3, sft_steps=2,
             stem_steps=2, general_steps=2, batch_size=8, prompts=2, group_size=2, stem_tokens=8, general_tokens=12,
-            samples=2,
+            samples=2, instruct_steps=2, pwrm_prompts=6, pwrm_samples=2, pwrm_pairs=2, pwrm_steps=2, odpo_steps=2,
         ),
     ),
     "default": Scale(

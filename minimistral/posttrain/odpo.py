@@ -18,8 +18,20 @@ implicit preference $\sigma(\beta\Delta)$ equals the judge's $p$.
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from minimistral.data.tokenizer import EOS_ID
+from minimistral.posttrain.chat import THINK, split_response
+from minimistral.posttrain.grpo import interrupt_after_block, token_logprobs
+from minimistral.posttrain.pwrm import Pair
+from minimistral.posttrain.rollouts import Rollout, sample
+from minimistral.train import ResumeError, TrainConfig, Trainer, lr_at, pad_right
 
 
 def odpo_loss(
@@ -46,3 +58,114 @@ def odpo_loss(
     delta = (policy_logp_a - ref_logp_a.detach()) - (policy_logp_b - ref_logp_b.detach())  # [n]
     p = prob_a.detach().to(delta.dtype)  # [n]
     return (-p * F.logsigmoid(beta * delta) - (1 - p) * F.logsigmoid(-beta * delta)).mean()
+
+
+# ----------------------------------------------------------------------------- the online loop
+@dataclass(frozen=True)
+class ODPOConfig:
+    """An ODPO stage's sampling and objective (the optimiser's settings are the engine's ``TrainConfig``, whose
+    ``batch_size`` is the number of prompts per iteration, two responses each)."""
+
+    beta: float = 0.1
+    rescale: bool = True  # the loss divided by beta (our reading of the paper's "beta rescaling")
+    temperature: float = 0.7  # the paper's sampling temperature
+    max_new_tokens: int = 96
+    thinking: bool = False  # a Reasoning policy: prompts open [THINK], and the thinking is stripped before judging
+
+
+def looping(rollout: Rollout, n: int = 4, times: int = 3) -> bool:
+    """A response that loops: it never wrote ``</s>`` within the limit, or one ``n``-gram occurs ``times`` times."""
+    grams = Counter(tuple(rollout.ids[i : i + n]) for i in range(len(rollout.ids) - n + 1))
+    return not rollout.ended or max(grams.values(), default=0) >= times
+
+
+def pair_probability(loops_a: bool, loops_b: bool, judged: float) -> float:
+    """P(a wins): a looping response loses whatever the judge says; two looping responses tie."""
+    if loops_a or loops_b:
+        return 0.5 if loops_a and loops_b else float(loops_b)
+    return judged
+
+
+def sequence_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    r"""$\log \pi(y \mid x) = \sum_t \log \pi(y_t \mid x, y_{<t})$ over each row's response tokens: ``[b]``."""
+    return (token_logprobs(model, batch) * batch["mask"]).sum(-1)
+
+
+class ODPOTrainer(Trainer):
+    """Online DPO on the one engine: each engine step is one iteration, and a checkpoint always falls between two.
+
+    An iteration takes ``cfg.batch_size`` prompts, samples two responses to each from the current policy
+    (batched, KV cache, seeded by the step), asks ``judge`` (a :class:`~minimistral.posttrain.pwrm.
+    PairwiseRewardModel`) for P(a wins) on the answers (thinking stripped), makes a looping response lose,
+    and takes one optimizer step on :func:`odpo_loss` against the frozen ``reference`` (divided by beta when
+    ``odpo.rescale``). Logged: the loss, the judge's mean confidence |p - 1/2|, the share of looping
+    responses, length, the implicit reward margin and how often its sign agrees with the judge.
+    """
+
+    def __init__(self, model, cfg: TrainConfig, odpo: ODPOConfig, prompts, texts, judge, tokenizer, out_dir,
+                 reference, **kw):  # fmt: skip
+        super().__init__(model, cfg, prompts, out_dir, **kw)
+        if len(texts) != len(prompts):
+            raise ValueError(f"texts: one user message per prompt, got {len(texts)} for {len(prompts)} prompts")
+        self.odpo, self.texts, self.tokenizer = odpo, list(texts), tokenizer
+        self.judge = judge.to(self.device)
+        self.reference = reference.to(self.device).eval().requires_grad_(False)
+
+    def state(self) -> dict:
+        return super().state() | {"odpo_config": dataclasses.asdict(self.odpo)}
+
+    def _check_compatible(self, state: dict, file) -> None:
+        super()._check_compatible(state, file)
+        if state.get("odpo_config") != dataclasses.asdict(self.odpo):
+            raise ResumeError(f"{file}: cannot resume: ODPO config was {state.get('odpo_config')}, now {self.odpo}")
+
+    def train_step(self) -> tuple[dict[str, float], int]:
+        batch, stats = self.pairs()
+        with torch.no_grad():
+            ref = sequence_logprobs(self.reference, batch)  # [2n]: a, b, a, b, ...
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.train_model.train()
+        with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
+            logp = sequence_logprobs(self.train_model, batch)  # [2n]
+            o = self.odpo
+            loss = odpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], batch["prob_a"], o.beta)
+            (loss / o.beta if o.rescale else loss).backward()
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        margin = (logp - ref).detach()[0::2] - (logp - ref).detach()[1::2]  # [n]: delta, the implicit reward margin
+        decided = batch["prob_a"] != 0.5
+        agree = (
+            ((margin > 0) == (batch["prob_a"] > 0.5))[decided].float().mean() if decided.any() else margin.new_zeros(())
+        )
+        tokens = int(batch["mask"].sum())
+        self.step += 1
+        self.tokens += tokens * self.world
+        return {
+            k: float(v) for k, v in (stats | {"loss": loss.detach(), "margin": margin.mean(), "agree": agree}).items()
+        }, tokens
+
+    @torch.no_grad()
+    def pairs(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """This iteration's prompts, two responses each, and P(a wins) per pair, as one padded batch."""
+        indices = self.train_data.batch(self.sampler.indices(self.step)).tolist()
+        prompts = [self.train_data.prompts[i] for i in indices]
+        o = self.odpo
+        rolls = sample(self.train_model, prompts, 2, o.max_new_tokens, o.temperature,
+                       seed=self.cfg.seed * 1_000_003 + self.step)  # fmt: skip
+        answers = [split_response(self.tokenizer, ([THINK] if o.thinking else []) + r.ids)["answer"] for r in rolls]
+        loops = [looping(r) for r in rolls]
+        judged = self.judge.prob([Pair(self.texts[i], answers[2 * k], answers[2 * k + 1], 0.0, 0.0)
+                                  for k, i in enumerate(indices)]).tolist()  # fmt: skip
+        prob_a = [pair_probability(loops[2 * k], loops[2 * k + 1], p) for k, p in enumerate(judged)]
+        rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]
+        batch = pad_right(rows, EOS_ID) | {"prob_a": torch.tensor(prob_a)}
+        stats = {
+            "confidence": statistics.fmean(abs(p - 0.5) for p in prob_a),
+            "loops": statistics.fmean(loops),
+            "length": statistics.fmean(len(r.ids) for r in rolls),
+        }
+        return {k: v.to(self.device) for k, v in batch.items()}, stats

@@ -13,16 +13,33 @@ solution, a rubric prompt restates its rules, then answers (``Problem.chat``, ``
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer, per_tokenizer
-from minimistral.posttrain.chat import encode_prompt
+from minimistral.evaluate.cache import cached
+from minimistral.posttrain.chat import THINK, encode_prompt, split_response
 from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
+from minimistral.posttrain.odpo import ODPOConfig, ODPOTrainer
+from minimistral.posttrain.pwrm import (
+    CALIBRATION,
+    Pair,
+    PairwiseRewardModel,
+    fit_temperature,
+    pair_examples,
+    ranked_pairs,
+    save_pairs,
+    verdict_logits,
+    write_temperature,
+)
+from minimistral.posttrain.rollouts import sample
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_prompts
-from minimistral.posttrain.sft import ChatExamples, sft
+from minimistral.posttrain.sft import AnswerExamples, ChatExamples, sft
 from minimistral.posttrain.study import grade
 from minimistral.posttrain.tasks import Problem, stem_split
 from minimistral.scales import Scale, get_scale
@@ -37,6 +54,8 @@ class PostData:
     rubrics: dict[str, list[RubricPrompt]]
     sft: ChatExamples  # every training item as a reasoning conversation
     val: ChatExamples  # the held-out items, for the validation loss
+    answers: AnswerExamples  # every training item answered at once (Instruct SFT), with the teacher's view
+    answers_val: ChatExamples  # the held-out items answered at once
 
 
 @per_tokenizer
@@ -50,7 +69,8 @@ def posttrain_data(tokenizer_dir: str, scale_name: str) -> PostData:
     train, test = stem["train"] + rubrics["train"], stem["test"] + rubrics["test"]
     return PostData(
         stem, rubrics, ChatExamples([x.chat() for x in train], tok, MAX_LEN),
-        ChatExamples([x.chat() for x in test], tok, MAX_LEN),
+        ChatExamples([x.chat() for x in test], tok, MAX_LEN), AnswerExamples([x.chat() for x in train], tok, MAX_LEN),
+        ChatExamples([x.chat(thinking=False) for x in test], tok, MAX_LEN),
     )  # fmt: skip
 
 
@@ -107,6 +127,116 @@ def rl_stage(start: Path, out: Path, scale: str | Scale, stage: str, seed: int =
     trainer = GRPOTrainer(
         model, _config(steps, p.prompts, p.rl_lr, seed), rl, prompts, reward, out, reference, device=device,
         desc=f"{stage} rl", extra_files={"tokenizer.json": tokenizer} if tokenizer.is_file() else {},
+    )  # fmt: skip
+    trainer.fit()
+    return trainer.out / CHECKPOINT
+
+
+# ----------------------------------------------------------------------------- Instruct SFT, the PWRM, ODPO
+def instruct_sft(base: Path, teacher: Path, out: Path, scale: str | Scale, seed: int = 0, device=None) -> Path:
+    """A child's Instruct SFT: answer at once, by KL from the teacher's answer after its own reasoning."""
+    s = get_scale(scale)
+    if finished(out, s.posttrain.instruct_steps):
+        return out / CHECKPOINT
+    data = posttrain_data(str(teacher), s.name)
+    cfg = _config(s.posttrain.instruct_steps, s.posttrain.batch_size, s.posttrain.lr, seed)
+    return sft(base, data.answers, out, cfg, teacher, val_data=data.answers_val, device=device, desc="instruct sft")
+
+
+def policy_answers(checkpoint: Path, thinking: bool, items: list[RubricPrompt], n: int, scale: Scale, seed: int = 0,
+                   device=None) -> list[dict]:  # fmt: skip
+    """``n`` answers per rubric prompt from a policy at ODPO's temperature (thinking stripped), each with the
+    judge's score; cached by the checkpoint's content. A response that never ends scores 0, as in RL."""
+    p = scale.posttrain
+    spec = {"items": [x.prompt for x in items], "n": n, "tokens": p.general_tokens, "thinking": thinking, "seed": seed}
+
+    def compute():
+        model, tok = from_pretrained(checkpoint, device=device), load_tokenizer(checkpoint)
+        prompts = [encode_prompt(tok, x.chat()[:1], think=thinking) for x in items]
+        rolls = sample(model, prompts, n, p.general_tokens, ODPOConfig.temperature, seed)
+        out = [{"prompt": items[r.prompt].prompt, "answer": answer(tok, r, thinking),
+                "score": grade(tok, items[r.prompt], r, thinking)} for r in rolls]  # fmt: skip
+        return out
+
+    return cached(checkpoint, "policy-answers", spec, compute)
+
+
+def answer(tokenizer, rollout, thinking: bool) -> str:
+    """The answer a response gives, its thinking stripped (what a judge reads)."""
+    return split_response(tokenizer, ([THINK] if thinking else []) + rollout.ids)["answer"].strip()
+
+
+def judged_pairs(answers: list[dict], most: int) -> list[Pair]:
+    """Per prompt, up to ``most`` pairs of its answers (from every policy) that the judge ranks differently."""
+    by_prompt: dict[str, list[dict]] = {}
+    for a in answers:
+        by_prompt.setdefault(a["prompt"], []).append(a)
+    return [
+        pair
+        for prompt, mine in by_prompt.items()
+        for pair in ranked_pairs(prompt, [a["answer"] for a in mine], [a["score"] for a in mine], most)
+    ]
+
+
+def is_calibration(question: str) -> bool:
+    """Half of the held-out prompts (by hash of the question) fit the PWRM's temperature; the other half test it."""
+    return hashlib.sha256(question.encode()).digest()[0] % 2 == 0
+
+
+def reward_model(policies: list[tuple[Path, bool]], teacher: Path, out: Path, scale: str | Scale, device=None) -> Path:
+    """The PWRM: answers sampled from ``policies`` (checkpoint, thinking) on training rubric prompts, ranked by the
+    rubric judge, both orders; SFT from the post-trained parent ``teacher``; temperature fitted on held-out pairs
+    (``pairs-calibration.jsonl``; ``pairs-test.jsonl`` is kept for the study)."""
+    s = get_scale(scale)
+    p = s.posttrain
+    checkpoint = out / CHECKPOINT
+    if finished(out, p.pwrm_steps) and (checkpoint / CALIBRATION).is_file():
+        return checkpoint
+    data, tok = posttrain_data(str(teacher), s.name), load_tokenizer(teacher)
+    splits = {"train": data.rubrics["train"][: p.pwrm_prompts], "test": data.rubrics["test"]}
+    pairs = {}
+    for split, items in splits.items():
+        answers = [a for ck, thinking in policies for a in policy_answers(ck, thinking, items, p.pwrm_samples, s,
+                                                                           device=device)]  # fmt: skip
+        pairs[split] = judged_pairs(answers, p.pwrm_pairs)
+        if not pairs[split]:
+            raise ValueError(f"pwrm: the policies' {len(answers)} answers to {len(items)} {split} prompts hold no pair "
+                             "the judge ranks differently (do the policies end their answers?)")  # fmt: skip
+    question = {x.prompt: x.question for x in splits["test"]}
+    calibration = [x for x in pairs["test"] if is_calibration(question[x.prompt])]
+    save_pairs(pairs["train"], out / "pairs-train.jsonl")
+    save_pairs(calibration, out / "pairs-calibration.jsonl")
+    save_pairs([x for x in pairs["test"] if not is_calibration(question[x.prompt])], out / "pairs-test.jsonl")
+    cfg = _config(p.pwrm_steps, p.batch_size, p.lr)
+    examples = {name: pair_examples(x, tok, MAX_LEN) for name, x in (("train", pairs["train"]), ("cal", calibration))}
+    sft(teacher, examples["train"], out, cfg, val_data=examples["cal"], device=device, desc="pwrm")
+    judge = from_pretrained(checkpoint, device=device)
+    both = [*calibration, *(x.swapped() for x in calibration)]
+    z = verdict_logits(judge, tok, both)
+    temperature = fit_temperature(z, torch.tensor([x.label for x in both])) if both else 1.0  # 1: nothing to fit
+    write_temperature(checkpoint, temperature, pairs=len(both))
+    return checkpoint
+
+
+def odpo_stage(start: Path, judge: Path, out: Path, scale: str | Scale, thinking: bool, seed: int = 0,
+               rescale: bool = True, device=None) -> Path:  # fmt: skip
+    """ODPO from ``start`` (the frozen reference too) on the training rubric prompts, judged by the PWRM ``judge``;
+    ``thinking``: a Reasoning model (prompts open ``[THINK]``; the thinking is stripped before judging)."""
+    s = get_scale(scale)
+    p = s.posttrain
+    if finished(out, p.odpo_steps):
+        return out / CHECKPOINT
+    tok, items = load_tokenizer(start), posttrain_data(str(start), s.name).rubrics["train"]
+    prompts = Prompts([encode_prompt(tok, x.chat()[:1], think=thinking) for x in items])
+    odpo = ODPOConfig(beta=p.beta, rescale=rescale, max_new_tokens=p.general_tokens, thinking=thinking)
+    model = from_pretrained(start)
+    if hasattr(model, "vision_tower"):
+        model.vision_tower.requires_grad_(False)
+    tokenizer = Path(start) / "tokenizer.json"
+    trainer = ODPOTrainer(
+        model, _config(p.odpo_steps, p.prompts, p.odpo_lr, seed), odpo, prompts, [x.prompt for x in items],
+        PairwiseRewardModel(judge, device=device), tok, out, from_pretrained(start), device=device, desc="odpo",
+        extra_files={"tokenizer.json": tokenizer} if tokenizer.is_file() else {},
     )  # fmt: skip
     trainer.fit()
     return trainer.out / CHECKPOINT

@@ -27,7 +27,7 @@ import torch
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.tokenizer import EOS_ID, Tokenizer
 from minimistral.distill import ResponseDistillLoss, response_loss
-from minimistral.posttrain.chat import encode_chat
+from minimistral.posttrain.chat import END_THINK, encode_chat
 from minimistral.train import CHECKPOINT, TrainConfig, Trainer, pad_right
 
 
@@ -45,6 +45,30 @@ class ChatExamples:
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         return pad_right([self.rows[int(i)] for i in indices], EOS_ID)
+
+
+class AnswerExamples(ChatExamples):
+    """Instruct SFT's examples: conversations that answer at once (their thinking removed), each with the
+    teacher's view in ``batch(...)["teacher"]``: the whole conversation, thinking included, learned on the
+    answer only. The stronger teacher reasons before it answers; the Instruct student learns the answer it
+    gives after reasoning, without writing the reasoning (``distill.ResponseDistillLoss.aligned``)."""
+
+    def __init__(self, conversations: Sequence[Sequence[Mapping[str, str]]], tokenizer: Tokenizer, max_len: int):
+        super().__init__([[_without_thinking(m) for m in c] for c in conversations], tokenizer, max_len)
+        self.teacher_rows = [_answer_only(*encode_chat(tokenizer, c)) for c in conversations]
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return super().batch(indices) | {"teacher": pad_right([self.teacher_rows[int(i)] for i in indices], EOS_ID)}
+
+
+def _without_thinking(message: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in message.items() if k != "thinking"}
+
+
+def _answer_only(ids: list[int], mask: list[bool]) -> tuple[list[int], list[bool]]:
+    """The mask of the last assistant turn's answer: the learned tokens after its last ``[/THINK]``."""
+    end = max((i for i, t in enumerate(ids) if t == END_THINK), default=-1)
+    return ids, [m and i > end for i, m in enumerate(mask)]
 
 
 def sft(

@@ -47,7 +47,7 @@ def held_out_scores(
     seed: int = 0,
 ) -> list[dict]:
     """Per item: ``task`` (``rubric`` for a rubric prompt), mean ``reward``, ``correct`` (full reward) of ``samples``,
-    mean ``length`` (tokens), share ``ended``, ``repetition``."""
+    mean ``length`` (tokens), share ``ended``, ``repetition``, and the ``rewards`` of every sample."""
     prompts = [encode_prompt(tokenizer, p.chat()[:1], think=thinking) for p in problems]
     rollouts = sample(model, prompts, samples, max_new_tokens, temperature, seed)
     rows = []
@@ -62,6 +62,7 @@ def held_out_scores(
             "length": statistics.fmean(len(r.ids) for r in mine),
             "ended": statistics.fmean(r.ended for r in mine),
             "repetition": statistics.fmean(repetition(r.ids) for r in mine),
+            "rewards": rewards,
         })  # fmt: skip
     return rows
 
@@ -94,11 +95,18 @@ def bootstrap_ci(
     """
     if len(before) != len(after) or not before:
         raise ValueError(f"need two equally long, non-empty score lists, got {len(before)} and {len(after)}")
-    diff = torch.tensor(after, dtype=torch.float64) - torch.tensor(before, dtype=torch.float64)  # [prompts]
+    return bootstrap_mean([b - a for a, b in zip(before, after, strict=True)], n, seed, level)
+
+
+def bootstrap_mean(values: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95):
+    """The mean of per-prompt ``values`` and its percentile bootstrap interval (prompts resampled ``n`` times)."""
+    if not values:
+        raise ValueError("bootstrap_mean: no values")
+    x = torch.tensor(values, dtype=torch.float64)  # [prompts]
     g = torch.Generator().manual_seed(seed)
-    means = diff[torch.randint(len(diff), (n, len(diff)), generator=g)].mean(-1)  # [n]
+    means = x[torch.randint(len(x), (n, len(x)), generator=g)].mean(-1)  # [n]
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
-    return diff.mean().item(), lo, hi
+    return x.mean().item(), lo, hi
 
 
 # ----------------------------------------------------------------------------- the study of the driver's run
@@ -113,13 +121,16 @@ def stage_checkpoint(root: Path, model: str, stage: str) -> Path:
     return root / name / CHECKPOINT
 
 
-def checkpoint_scores(checkpoint: Path, items, samples: int, max_new_tokens: int, device=None) -> list[dict]:
-    """:func:`held_out_scores` of a checkpoint, cached by its content."""
+def checkpoint_scores(
+    checkpoint: Path, items, samples: int, max_new_tokens: int, device=None, thinking: bool = True
+) -> list[dict]:
+    """:func:`held_out_scores` of a checkpoint, cached by its content (``thinking=False``: an Instruct model)."""
     spec = {"items": [x.chat()[0]["content"] for x in items], "samples": samples, "tokens": max_new_tokens}
+    spec |= {} if thinking else {"thinking": False}  # the Reasoning models' keys stay as they were
 
     def compute():
         model = from_pretrained(checkpoint, device=device)
-        return held_out_scores(model, load_tokenizer(checkpoint), items, samples, max_new_tokens)
+        return held_out_scores(model, load_tokenizer(checkpoint), items, samples, max_new_tokens, thinking=thinking)
 
     return cached(checkpoint, "posttrain", spec, compute)
 

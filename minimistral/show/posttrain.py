@@ -104,3 +104,68 @@ def plot_accuracy_vs_tokens(rows: Sequence[dict], stages: Sequence[str], task: s
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=8)
     return fig
+
+
+# ----------------------------------------------------------------------------- post-training II: the PWRM and ODPO
+def plot_odpo_loss(beta: float = 0.1, probs=(1.0, 0.8, 0.5)):
+    r"""ODPO's loss against the implicit reward margin $\Delta$ for a few judge probabilities $p$: each curve's
+    minimum sits where $\sigma(\beta\Delta) = p$ (a hard label, $p = 1$, has none: it pulls forever)."""
+    import matplotlib.pyplot as plt
+
+    from minimistral.posttrain.odpo import odpo_loss
+
+    delta = torch.linspace(-40, 40, 401, dtype=torch.float64)
+    zeros = torch.zeros_like(delta)
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    for p in probs:
+        loss = [odpo_loss(d[None], zeros[:1], zeros[:1], zeros[:1], torch.tensor([p], dtype=torch.float64), beta)
+                for d in delta]  # fmt: skip
+        ax.plot(delta, torch.stack(loss), label=f"p = {p}")
+        if 0 < p < 1:
+            best = torch.logit(torch.tensor(p, dtype=torch.float64)) / beta
+            ax.axvline(best, color=ax.lines[-1].get_color(), ls=":", lw=1)
+    ax.set(xlabel=r"implicit reward margin $\Delta$ (nats)", ylabel="loss", title=f"ODPO loss, beta = {beta}")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_reliability(bins: Sequence[dict]):
+    """The PWRM's reliability diagram: observed share of wins against predicted probability per bin, with the raw
+    logit and with the fitted temperature (the diagonal is perfect calibration; marker area ~ pairs in the bin)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    for kind, colour in (("raw", "tab:orange"), ("calibrated", "tab:blue")):
+        mine = [b for b in bins if b["temperature"] == kind and int(b["count"])]
+        xs, ys = [float(b["predicted"]) for b in mine], [float(b["observed"]) for b in mine]
+        ax.plot(xs, ys, color=colour, lw=1)
+        ax.scatter(xs, ys, s=[4 + int(b["count"]) / 2 for b in mine], color=colour, label=kind, zorder=3)
+    ax.set(xlabel="PWRM's P(A wins)", ylabel="share of pairs A wins", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_win_rates(rows: Sequence[dict]):
+    """The Figure 6 analogue: per child, the win rate of the model after ODPO over before it on held-out rubric
+    prompts (programmatic judge), with its 95% interval; 50% = no change."""
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+    width = 0.8 / len(kinds)
+    children = list(dict.fromkeys(r["model"] for r in rows))
+    for k, kind in enumerate(kinds):
+        for c, child in enumerate(children):
+            r = next((r for r in rows if (r["model"], r["kind"]) == (child, kind)), None)
+            if r is None:
+                continue
+            x, y = c + (k - (len(kinds) - 1) / 2) * width, 100 * float(r["win_rate"])
+            err = [[y - 100 * float(r["ci_low"])], [100 * float(r["ci_high"]) - y]]
+            ax.bar(x, y - 50, width * 0.9, bottom=50, color=f"C{k}", label=kind if c == 0 else None)
+            ax.errorbar(x, y, yerr=err, color="black", lw=1, capsize=3)
+    ax.axhline(50, color="grey", lw=0.8)
+    ax.set_xticks(range(len(children)), children)
+    ax.set(ylabel="win rate after ODPO (%)", title="ODPO: after vs before, held-out rubric prompts")
+    ax.legend(frameon=False, fontsize=8)
+    return fig
