@@ -17,10 +17,11 @@ running this again continues from what is done, and a notebook can call any step
     run_longctx_study(cascade, scale)                  # §2    the long stage's position variants
     run_vision_study(root, scale)                      # §2    image questions: family, baselines, ablations
     teacher = teach(seeing, scale)                     # §4    the stronger teacher: the parent, SFT
-    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Reasoning recipe, then Instruct's SFT
+    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Reasoning recipe
         sft = sft_child(vision, teacher, child)        #       reasoning SFT, KL from the teacher
         stem = rl_stage(sft, "stem")                   #       GRPO, verifiable rewards
         rl_stage(stem, "general")                      #       GRPO, rubric rewards, longer limit
+    for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Instruct recipe's SFT
         instruct_sft(vision, teacher, child)           #       answer at once, KL from the teacher's answer
     judge = reward_model(policies, teacher)            # §4    the pairwise reward model, calibrated
     for child in tiny-14b, tiny-8b, tiny-3b:           # §4    ODPO, the last stage of both recipes
@@ -58,11 +59,12 @@ from minimistral.train import CHECKPOINT
 from minimistral.vision.study import run_vision_study, see_child, see_parent
 
 CHILD_STEPS = tuple(f"{child}-{kind}" for child in CHILDREN for kind in (*KINDS, "vision"))  # each child's, in order
-POST_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("sft", "stem-rl", "general-rl", "instruct-sft"))
+POST_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("sft", "stem-rl", "general-rl"))
 ODPO_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("instruct-odpo", "reasoning-odpo"))
+INSTRUCT_STEPS = tuple(f"{c}-instruct-sft" for c in CHILDREN)
 STEPS = (
     "pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "teacher-sft",
-    *POST_STEPS, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study", "score",
+    *POST_STEPS, *INSTRUCT_STEPS, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study", "score",
 )  # fmt: skip
 
 
@@ -91,15 +93,15 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
     teacher = clock.run("teacher-sft", [root / "teacher-sft"], teach, seeing, root / "teacher-sft", scale, device)
     policies = []  # (checkpoint, thinking): the models whose answers the PWRM learns to rank
     for child in CHILDREN:
-        base, sft, stem, general, instruct = (root / f"{child}-{kind}" for kind in
-                                              ("vision", "sft", "stem-rl", "general-rl", "instruct-sft"))  # fmt: skip
+        base, sft, stem, general = (root / f"{child}-{kind}" for kind in ("vision", "sft", "stem-rl", "general-rl"))
         sft_ck = clock.run(f"{child}-sft", [sft], sft_child, base / CHECKPOINT, teacher, sft, scale, 0.0, 0, device)
         stem_ck = clock.run(f"{child}-stem-rl", [stem], rl_stage, sft_ck, stem, scale, "stem", 0, device)
-        general_ck = clock.run(f"{child}-general-rl", [general], rl_stage, stem_ck, general, scale, "general", 0,
-                               device)  # fmt: skip
-        instruct_ck = clock.run(f"{child}-instruct-sft", [instruct], instruct_sft, base / CHECKPOINT, teacher, instruct,
-                                scale, 0, device)  # fmt: skip
-        policies += [(instruct_ck, False), (general_ck, True)]
+        policies.append((clock.run(f"{child}-general-rl", [general], rl_stage, stem_ck, general, scale, "general", 0,
+                                   device), True))  # fmt: skip
+    for child in CHILDREN:
+        base, out = root / f"{child}-vision" / CHECKPOINT, root / f"{child}-instruct-sft"
+        policies.append((clock.run(f"{child}-instruct-sft", [out], instruct_sft, base, teacher, out, scale, 0, device),
+                         False))  # fmt: skip
     judge = clock.run("pwrm", [root / "pwrm"], reward_model, policies, teacher, root / "pwrm", scale, device)
     for child in CHILDREN:
         for kind, start, thinking in (("instruct", "instruct-sft", False), ("reasoning", "general-rl", True)):
@@ -147,7 +149,8 @@ def forget(scale: str, step: str) -> None:
         shutil.rmtree(parent, ignore_errors=True)
     if "prune-study" in later:
         (parent / "prune-study.json").unlink(missing_ok=True)
-    root_dirs = [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *POST_STEPS]
+    root_dirs = [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *POST_STEPS,
+                 *INSTRUCT_STEPS]  # fmt: skip
     for name in [*root_dirs, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study"]:  # directories of the root
         if name in later:
             shutil.rmtree(root / name, ignore_errors=True)

@@ -139,8 +139,9 @@ class PostTrainScale:
     pwrm_pairs: int = 6  # ranked pairs kept per prompt (each shown in both orders)
     pwrm_steps: int = 80
     odpo_steps: int = 20  # iterations of ``prompts`` prompts x 2 responses
-    odpo_lr: float = 1e-4
+    odpo_lr: float = 2e-4
     beta: float = 0.1
+    odpo_samples: int = 8  # rollouts per held-out prompt in the ODPO study (win rates: 8 x 8 comparisons a prompt)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ SCALES = {
             train_problems=16, train_rubrics=16, test_problems=2, test_rubrics=4, teacher_steps=3, sft_steps=2,
             stem_steps=2, general_steps=2, batch_size=8, prompts=2, group_size=2, stem_tokens=8, general_tokens=12,
             samples=2, instruct_steps=2, pwrm_prompts=6, pwrm_samples=2, pwrm_pairs=2, pwrm_steps=2, odpo_steps=2,
+            odpo_samples=2,
         ),
     ),
     "default": Scale(

@@ -9,8 +9,8 @@ from minimistral.arch.hub import save_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.cascade.pipeline import STAGES
 
-EXTRA = ("vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "pwrm", *rp.ODPO_STEPS,
-         "posttrain-study", "odpo-study")  # fmt: skip
+EXTRA = ("vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, *rp.INSTRUCT_STEPS,
+         "pwrm", *rp.ODPO_STEPS, "posttrain-study", "odpo-study")  # fmt: skip
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_times_table_lists_steps_in_driver_order_with_the_total(tmp_path, monkey
 def test_from_a_post_training_step_keeps_the_cascade_vision_and_earlier_children(tree):
     parent, root = tree
     rp.forget("x", "tiny-8b-stem-rl")
-    kept_post = ["tiny-14b-sft", "tiny-14b-stem-rl", "tiny-14b-general-rl", "tiny-14b-instruct-sft", "tiny-8b-sft"]
+    kept_post = ["tiny-14b-sft", "tiny-14b-stem-rl", "tiny-14b-general-rl", "tiny-8b-sft"]
     extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *kept_post]
     assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
     assert rp.STEPS.index("vision-study") < rp.STEPS.index("teacher-sft") < rp.STEPS.index("posttrain-study")
@@ -112,7 +112,8 @@ def test_from_odpo_keeps_every_model_before_it_and_the_reward_model(tree):
     parent, root = tree
     rp.forget("x", "tiny-8b-instruct-odpo")
     kept = ["tiny-14b-instruct-odpo", "tiny-14b-reasoning-odpo"]
-    extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "pwrm", *kept]
+    extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, *rp.INSTRUCT_STEPS,
+             "pwrm", *kept]  # fmt: skip
     assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
     order = [rp.STEPS.index(s) for s in ("tiny-3b-general-rl", "tiny-3b-instruct-sft", "pwrm", "tiny-14b-instruct-odpo",
                                          "posttrain-study", "odpo-study", "score")]  # fmt: skip

@@ -1,4 +1,8 @@
-"""Post-training (paper §4): the chat format, SFT, GRPO, and ODPO's loss (its loop lands with the Instruct models).
+"""Post-training (paper §4): the chat format, SFT (reasoning and Instruct), GRPO, the pairwise reward model, ODPO.
+
+The modules, in the order the recipes use them: ``chat`` (the format), ``tasks`` and ``rubrics`` (the data and
+their programmatic judges), ``sft``, ``grpo``, ``pwrm``, ``odpo``; ``pipeline`` (the driver's steps), ``study``
+and ``odpo_study`` (what they are measured by).
 
 Public names later stages and tests rely on: :func:`group_advantages`, :func:`grpo_loss`, :func:`odpo_loss`,
 :func:`encode_chat`, :func:`encode_prompt`, :func:`split_response`.

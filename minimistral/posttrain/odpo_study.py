@@ -116,7 +116,7 @@ def run_odpo_study(root: Path, scale: str | Scale, device=None) -> dict[str, lis
     rubric, stem = data.rubrics["test"], data.stem["test"]
 
     def scores(checkpoint: Path, thinking: bool, items) -> list[dict]:
-        return checkpoint_scores(checkpoint, items, p.samples, p.general_tokens, device, thinking=thinking)
+        return checkpoint_scores(checkpoint, items, p.odpo_samples, p.general_tokens, device, thinking=thinking)
 
     def ck(child: str, stage: str) -> Path:
         return root / f"{child}-{stage}" / CHECKPOINT
@@ -137,7 +137,7 @@ def run_odpo_study(root: Path, scale: str | Scale, device=None) -> dict[str, lis
     for child in CHILD_MODELS:
         for stage, thinking in (("instruct-sft", False), ("instruct-odpo", False), ("reasoning-odpo", True)):
             got = summarize(scores(ck(child, stage), thinking, stem) + scores(ck(child, stage), thinking, rubric),
-                            p.samples)  # fmt: skip
+                            p.odpo_samples)  # fmt: skip
             score_rows += [{"model": child, "stage": stage} | r for r in got]
             if not thinking:
                 table4.append(table4_row(child, stage, got, from_pretrained(ck(child, stage), device=device), images))
