@@ -347,6 +347,7 @@ class ResponseDistillLoss:
     def __init__(self, teacher: torch.nn.Module, ntp_weight: float = 0.0):
         _check_options("forward", ntp_weight, 1.0, 1024)
         self.teacher, self.ntp_weight = teacher.eval().requires_grad_(False), ntp_weight
+        self.text_loss = DistillLoss(self.teacher, ntp_weight=ntp_weight)  # the same loss on text windows
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> dict:
         self.teacher.to(batch["input_ids"].device)
@@ -358,7 +359,7 @@ class ResponseDistillLoss:
         out = kd_loss(student_logits, teacher_logits, batch["targets"], ntp_weight=self.ntp_weight, mask=batch["mask"])
         out["tokens"] = int(batch["mask"].sum())
         if "text" in batch:  # the same loss on text windows, from the same teacher
-            text = DistillLoss(self.teacher, ntp_weight=self.ntp_weight)(model, batch["text"])  # windows [rows, T + 1]
+            text = self.text_loss(model, batch["text"])  # windows [rows, T + 1]
             out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
         return out
 

@@ -163,6 +163,14 @@ def lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> dict:
     return {"loss": loss, "tokens": targets.numel()}
 
 
+def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
+    """The records a run logged to ``out_dir/metrics.jsonl``, in order ([] before its first log line)."""
+    file = Path(out_dir) / "metrics.jsonl"
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
 def finished(out_dir: str | os.PathLike, steps: int) -> bool:
     """Whether the run in ``out_dir`` has a checkpoint at step ``steps`` or later (then ``fit`` has nothing to do)."""
     state = Path(out_dir) / CHECKPOINT / STATE_FILE
@@ -348,9 +356,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def metrics(self) -> list[dict]:
-        if not self.metrics_file.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        return read_metrics(self.out)
 
     def _trim_metrics(self) -> None:
         """Drop records logged after the checkpoint we resume from (they will be logged again)."""

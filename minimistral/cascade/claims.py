@@ -28,7 +28,6 @@ next-token loss on the same held-out windows, and is a resumable engine run unde
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.cascade.pipeline import Cascade, Stage, calibration, child_slice, prune_to, train_config
 from minimistral.distill import DistillLoss, distill
-from minimistral.train import CHECKPOINT, Trainer, Windows, finished, lm_loss
+from minimistral.train import CHECKPOINT, Trainer, Windows, finished, lm_loss, read_metrics
 
 CHILD = "tiny-3b"
 RUNS = ("scratch", "scratch_4x", "pruned_ntp", "kd_ntp", "direct")
@@ -122,7 +121,7 @@ def run_claims(cascade: Cascade) -> dict[str, Path]:
 
 def validation_curve(out: Path) -> list[tuple[int, float]]:
     """``(tokens, held-out next-token loss)`` at every validation of a run, from its metrics log."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(out)
     tokens_at = {r["step"]: r["tokens"] for r in records if "tokens" in r}
     return [(tokens_at.get(r["step"], 0), r["val_loss"]) for r in records if "val_loss" in r]
 

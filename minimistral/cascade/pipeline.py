@@ -44,7 +44,7 @@ from minimistral.evaluate.loss import validation_windows
 from minimistral.longctx.positions import long_context_teacher, long_documents, rescaled
 from minimistral.prune.heuristics import prune
 from minimistral.scales import LONG_FACTOR, CascadeScale, get_scale
-from minimistral.train import CHECKPOINT, TrainConfig, Windows, finished, lm_loss
+from minimistral.train import CHECKPOINT, TrainConfig, Windows, finished, lm_loss, read_metrics
 
 PARENT = "tiny-24b"
 CHILDREN = ("tiny-14b", "tiny-8b", "tiny-3b")
@@ -297,12 +297,11 @@ def training_curve(root: str | Path) -> Iterator[dict]:
     for stage in STAGES:
         if stage.kind == "init":
             continue
-        metrics = Path(root) / stage.name / "metrics.jsonl"
-        if not metrics.is_file():
+        records = read_metrics(Path(root) / stage.name)
+        if not records:
             return
         last = 0
-        for line in metrics.read_text().splitlines():
-            record = json.loads(line)
+        for record in records:
             if "loss" in record:
                 last = record["tokens"]
                 yield {

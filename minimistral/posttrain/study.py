@@ -7,7 +7,6 @@ A response is graded on its answer: the text after ``[/THINK]`` (reasoning) or t
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sampl
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_score
 from minimistral.posttrain.tasks import Problem, reward
 from minimistral.scales import Scale, get_scale
-from minimistral.train import CHECKPOINT
+from minimistral.train import CHECKPOINT, read_metrics
 
 
 def grade(tokenizer: Tokenizer, item: Problem | RubricPrompt, rollout: Rollout, thinking: bool = True) -> float:
@@ -141,10 +140,7 @@ def rl_curves(root: Path) -> dict[str, dict[str, list[dict]]]:
     curves = {}
     for child in CHILD_MODELS:
         for stage in ("stem", "general"):
-            file = stage_checkpoint(root, child, f"{stage}-rl").parent / "metrics.jsonl"
-            rows = (
-                [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.is_file() else []
-            )
+            rows = read_metrics(stage_checkpoint(root, child, f"{stage}-rl").parent)
             curves.setdefault(child, {})[stage] = [r for r in rows if "reward" in r]
     return curves
 
