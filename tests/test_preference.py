@@ -290,6 +290,7 @@ def test_odpo_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
     assert [r["image questions"] for r in tables["odpo_table4"]] == [""] * 6  # text-only models: no image column
     assert (tmp_path / "results" / "odpo_table4.csv").is_file()
     assert odpo_study.run_odpo_study(root, "ci")["odpo_pwrm"][0]["pairs"] == "2"  # done: read back
+    assert odpo_study.odpo_curves(root)["tiny-3b"] == {"Reasoning": [], "Instruct": []}  # copies: no logs
 
 
 def test_win_rate_closed_form():
@@ -314,6 +315,11 @@ def test_odpo_figures_draw_what_they_are_given():
     assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [1, 1]
     rows = [{"model": m, "kind": k, "win_rate": 0.6, "ci_low": 0.5, "ci_high": 0.7}
             for m in ("tiny-14b", "tiny-3b") for k in ("Reasoning", "Instruct")]  # fmt: skip
+    from minimistral.show.posttrain import plot_odpo_curves
+
+    log = [{"step": i, "confidence": 0.1, "agree": 0.5, "length": 9.0} for i in (1, 2)]
+    fig = plot_odpo_curves({"tiny-3b": {"Instruct": log, "Reasoning": log}})
+    assert len(fig.axes) == 3 and [len(ax.lines) for ax in fig.axes] == [2, 2, 2]
     fig = plot_win_rates(rows)
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
     assert heights == [10.0] * 4 and fig.axes[0].get_legend() is not None

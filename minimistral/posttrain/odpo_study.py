@@ -37,7 +37,7 @@ from minimistral.posttrain.pwrm import (
 )
 from minimistral.posttrain.study import CHILD_MODELS, bootstrap_mean, checkpoint_scores, summarize
 from minimistral.scales import Scale, get_scale
-from minimistral.train import CHECKPOINT
+from minimistral.train import CHECKPOINT, read_metrics
 
 # model kind -> (stage before ODPO, stage after), directories of the driver's root; "thinking": a Reasoning model
 RECIPES = {
@@ -45,6 +45,12 @@ RECIPES = {
     "Instruct": ("instruct-sft", "instruct-odpo", False),
 }
 BETA_CHILD = "tiny-8b"  # where ODPO runs again with a fixed beta
+
+
+def odpo_curves(root: Path) -> dict[str, dict[str, list[dict]]]:
+    """Per child and kind (``Instruct``, ``Reasoning``), the ODPO iterations the driver logged."""
+    return {child: {kind: [r for r in read_metrics(root / f"{child}-{after}") if "confidence" in r]
+                    for kind, (_, after, _) in RECIPES.items()} for child in CHILD_MODELS}  # fmt: skip
 
 
 def pwrm_quality(judge: Path) -> tuple[dict, list[dict]]:

@@ -169,3 +169,22 @@ def plot_win_rates(rows: Sequence[dict]):
     ax.set(ylabel="win rate after ODPO (%)", title="ODPO: after vs before, held-out rubric prompts")
     ax.legend(frameon=False, fontsize=8)
     return fig
+
+
+def plot_odpo_curves(curves: Mapping[str, Mapping[str, list[dict]]], keys=("confidence", "agree", "length")):
+    """Per child (colour) and model (solid: Instruct, dashed: Reasoning), each logged quantity over ODPO iterations."""
+    import matplotlib.pyplot as plt
+
+    titles = {"confidence": "judge's confidence |p - 1/2|", "agree": "implicit reward agrees with the judge",
+              "length": "mean response length (tokens)", "loops": "looping responses",
+              "margin": "implicit reward margin"}  # fmt: skip
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), layout="constrained")
+    for child, kinds in curves.items():
+        for kind, rows in kinds.items():
+            for ax, key in zip(axes, keys, strict=True):
+                ax.plot([r["step"] for r in rows], [r[key] for r in rows], color=CHILD_COLOURS.get(child, "grey"),
+                        ls="-" if kind == "Instruct" else "--", label=f"{child} {kind}")  # fmt: skip
+    for ax, key in zip(axes, keys, strict=True):
+        ax.set(xlabel="ODPO iteration", title=titles.get(key, key))
+    axes[0].legend(frameon=False, fontsize=7)
+    return fig
