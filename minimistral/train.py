@@ -200,6 +200,8 @@ def _dist_info() -> tuple[int, int]:
 class Trainer:
     """Runs ``cfg.steps`` optimizer steps of ``loss_fn`` over ``train_data``, resuming from ``out_dir``."""
 
+    SETTINGS: tuple[str, str] | None = None  # (state key, name): a stage's own settings, ``self.settings``
+
     def __init__(
         self,
         model: Ministral3,
@@ -305,11 +307,16 @@ class Trainer:
         self.save()
         return self.metrics()
 
-    def train_step(self) -> tuple[dict[str, float], int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss and extra scalars, tokens)."""
+    def apply_lr(self) -> float:
+        """Set this step's learning rate (``lr_at``) on every parameter group, times its ``lr_scale``."""
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before lr_scale: 1
+        return lr
+
+    def train_step(self) -> tuple[dict[str, float], int]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss and extra scalars, tokens)."""
+        self.apply_lr()
         self.train_model.train()
         totals: dict[str, float] = {}
         total_tokens = 0
@@ -374,7 +381,8 @@ class Trainer:
         return None
 
     def state(self) -> dict:
-        return {
+        settings = {self.SETTINGS[0]: dataclasses.asdict(self.settings)} if self.SETTINGS else {}
+        return settings | {
             "step": self.step,
             "tokens": self.tokens,
             "data_position": self.step * self.cfg.grad_accum,  # micro-batches consumed
@@ -452,6 +460,10 @@ class Trainer:
         for key, value in (("num_examples", len(self.train_data)), ("world_size", self.world)):
             if state[key] != value:
                 raise ResumeError(f"{file}: cannot resume: {key} was {state[key]}, now {value} (different data?)")
+        if self.SETTINGS:
+            key, name = self.SETTINGS
+            if state.get(key) != dataclasses.asdict(self.settings):
+                raise ResumeError(f"{file}: cannot resume: {name} was {state.get(key)}, now {self.settings}")
 
 
 def _scalars(out: dict) -> dict[str, float]:

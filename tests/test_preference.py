@@ -323,3 +323,10 @@ def test_odpo_figures_draw_what_they_are_given():
     fig = plot_win_rates(rows)
     heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
     assert heights == [10.0] * 4 and fig.axes[0].get_legend() is not None
+    from minimistral.evaluate.paper_tables import read_offs
+    from minimistral.show.results import plot_odpo_effect
+
+    fig = plot_odpo_effect(read_offs("fig6_odpo_effect"), [r | {"kind": "Reasoning"} for r in rows[::2]])
+    left, right = fig.axes
+    assert sorted(round(p.get_height(), 1) for p in left.patches) == [2.0, 7.5, 8.5, 16.0, 19.5]  # 3B: WildBench only
+    assert [round(p.get_height(), 6) for p in right.patches] == [10.0, 10.0]

@@ -22,7 +22,6 @@ long response weighs as many tokens as it has.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 import statistics
 import threading
@@ -34,7 +33,7 @@ from einops import rearrange
 
 from minimistral.data.tokenizer import EOS_ID
 from minimistral.posttrain.rollouts import sample
-from minimistral.train import ResumeError, TrainConfig, Trainer, lr_at, pad_right
+from minimistral.train import TrainConfig, Trainer, pad_right
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -146,28 +145,21 @@ class GRPOTrainer(Trainer):
     groups whose rewards are all equal (no signal), response length, the share truncated, clipping.
     """
 
+    SETTINGS = ("rl_config", "RL config")
+
     def __init__(self, model, cfg: TrainConfig, rl: RLConfig, prompts: Prompts, reward, out_dir, reference=None, **kw):
         if rl.kl_coef and reference is None:
             raise ValueError("kl_coef > 0 needs a reference model")
         super().__init__(model, cfg, prompts, out_dir, **kw)
-        self.rl, self.reward = rl, reward
+        self.rl = self.settings = rl
+        self.reward = reward
         self.reference = reference.to(self.device).eval().requires_grad_(False) if reference is not None else None
-
-    def state(self) -> dict:
-        return super().state() | {"rl_config": dataclasses.asdict(self.rl)}
-
-    def _check_compatible(self, state: dict, file) -> None:
-        super()._check_compatible(state, file)
-        if state.get("rl_config") != dataclasses.asdict(self.rl):
-            raise ResumeError(f"{file}: cannot resume: RL config was {state.get('rl_config')}, now {self.rl}")
 
     def train_step(self) -> tuple[dict[str, float], int]:
         batch, stats = self.rollouts()
         with torch.no_grad():
             ref = token_logprobs(self.reference, batch) if self.reference is not None else None
-        lr = lr_at(self.step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.apply_lr()
         self.train_model.train()
         mask = batch["mask"]
         with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one

@@ -18,7 +18,6 @@ implicit preference $\sigma(\beta\Delta)$ equals the judge's $p$.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from minimistral.posttrain.chat import THINK, split_response
 from minimistral.posttrain.grpo import interrupt_after_block, token_logprobs
 from minimistral.posttrain.pwrm import Pair
 from minimistral.posttrain.rollouts import Rollout, sample
-from minimistral.train import ResumeError, TrainConfig, Trainer, lr_at, pad_right
+from minimistral.train import TrainConfig, Trainer, pad_right
 
 
 def odpo_loss(
@@ -102,30 +101,23 @@ class ODPOTrainer(Trainer):
     responses, length, the implicit reward margin and how often its sign agrees with the judge.
     """
 
+    SETTINGS = ("odpo_config", "ODPO config")
+
     def __init__(self, model, cfg: TrainConfig, odpo: ODPOConfig, prompts, texts, judge, tokenizer, out_dir,
                  reference, **kw):  # fmt: skip
         super().__init__(model, cfg, prompts, out_dir, **kw)
         if len(texts) != len(prompts):
             raise ValueError(f"texts: one user message per prompt, got {len(texts)} for {len(prompts)} prompts")
-        self.odpo, self.texts, self.tokenizer = odpo, list(texts), tokenizer
+        self.odpo = self.settings = odpo
+        self.texts, self.tokenizer = list(texts), tokenizer
         self.judge = judge.to(self.device)
         self.reference = reference.to(self.device).eval().requires_grad_(False)
-
-    def state(self) -> dict:
-        return super().state() | {"odpo_config": dataclasses.asdict(self.odpo)}
-
-    def _check_compatible(self, state: dict, file) -> None:
-        super()._check_compatible(state, file)
-        if state.get("odpo_config") != dataclasses.asdict(self.odpo):
-            raise ResumeError(f"{file}: cannot resume: ODPO config was {state.get('odpo_config')}, now {self.odpo}")
 
     def train_step(self) -> tuple[dict[str, float], int]:
         batch, stats = self.pairs()
         with torch.no_grad():
             ref = sequence_logprobs(self.reference, batch)  # [2n]: a, b, a, b, ...
-        lr = lr_at(self.step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.apply_lr()
         self.train_model.train()
         with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
             logp = sequence_logprobs(self.train_model, batch)  # [2n]

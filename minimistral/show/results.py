@@ -203,3 +203,33 @@ def plot_tokens(fig5: list[dict]):
     ax.set_title("Figure 5: GPQA Diamond against output length, Instruct models\n(read off the figure, approximate)")
     fig.tight_layout()
     return fig
+
+
+def plot_odpo_effect(fig6: list[dict], wins: list[dict]):
+    """ODPO's effect on the Reasoning models by size: the paper's Figure 6 (after minus before, in points, per
+    benchmark; read-offs) beside ours (the win rate after ODPO minus 50%, with its 95% interval)."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    score = {(r["series"], r["x"]): r["y"] for r in fig6}
+    benches = list(dict.fromkeys(r["x"] for r in fig6))
+    for b, bench in enumerate(benches):
+        sizes = [s for s in ("14B", "8B", "3B") if (f"{s} before ODPO", bench) in score]
+        gains = [score[f"{s} after ODPO", bench] - score[f"{s} before ODPO", bench] for s in sizes]
+        xs = [("14B", "8B", "3B").index(s) + (b - 0.5) * 0.38 for s in sizes]
+        bars = left.bar(xs, gains, 0.36, label=bench, color=f"C{b}")
+        left.bar_label(bars, labels=[f"{g:+.1f}" for g in gains], fontsize=8)
+    left.set_xticks(range(3), ["14B", "8B", "3B"])
+    left.set(ylabel="after minus before (points)", title="paper, Figure 6 (read off, approximate)")
+    left.legend(frameon=False, fontsize=8)
+    mine = [r for r in wins if r["kind"] == "Reasoning"]
+    ys = [100 * float(r["win_rate"]) - 50 for r in mine]
+    err = [[y + 50 - 100 * float(r["ci_low"]) for y, r in zip(ys, mine, strict=True)],
+           [100 * float(r["ci_high"]) - 50 - y for y, r in zip(ys, mine, strict=True)]]  # fmt: skip
+    right.bar(range(len(mine)), ys, 0.5, color="#ff7000")
+    right.errorbar(range(len(mine)), ys, yerr=err, color="black", lw=1, capsize=3, ls="none")
+    right.axhline(0, color="black", lw=0.8)
+    right.set_xticks(range(len(mine)), [r["model"] for r in mine])
+    right.set(ylabel="win rate after ODPO minus 50 (points)", title="ours: held-out rubric prompts")
+    fig.tight_layout()
+    return fig
