@@ -10,7 +10,7 @@
 * beta rescaling: ODPO on one Reasoning model with the loss divided by beta (the default) and without.
 * The Table 4 analogue: each child's Instruct model on the held-out rubric prompts (Arena Hard / WildBench's
   stand-in), STEM problems answered at once (MATH maj@1's: the mean over samples is the expected maj@1),
-  and image questions (MM MTBench's), with the Base and SFT models beside it.
+  and image questions (MM MTBench's), after Instruct SFT and after ODPO.
 
 -> ``data/results/odpo_pwrm.csv``, ``odpo_reliability.csv``, ``odpo_wins.csv``, ``odpo_scores.csv``,
 ``odpo_table4.csv``.
