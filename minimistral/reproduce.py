@@ -21,13 +21,13 @@ running this again continues from what is done, and a notebook can call any step
         sft = sft_child(vision, teacher, child)        #       reasoning SFT, KL from the teacher
         stem = rl_stage(sft, "stem")                   #       GRPO, verifiable rewards
         rl_stage(stem, "general")                      #       GRPO, rubric rewards, longer limit
+    run_posttrain_study(root, scale)                   # §4    held-out pass@k, gains, Table 5 analogue
     for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Instruct recipe's SFT
         instruct_sft(vision, teacher, child)           #       answer at once, KL from the teacher's answer
     judge = reward_model(policies, teacher)            # §4    the pairwise reward model, calibrated
     for child in tiny-14b, tiny-8b, tiny-3b:           # §4    ODPO, the last stage of both recipes
         odpo_stage(instruct_sft, judge)                #       -> "<child> Instruct"
         odpo_stage(general_rl, judge, thinking)        #       thinking stripped -> "<child> Reasoning"
-    run_posttrain_study(root, scale)                   # §4    held-out pass@k, gains, Table 5 analogue
     run_odpo_study(root, scale)                        # §4    PWRM quality, Figure 6, Table 4 analogues
     report(cascade, scale, ...)                        # §4    every table -> data/results (cached scores)
 
@@ -64,7 +64,7 @@ ODPO_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("instruct-odpo",
 INSTRUCT_STEPS = tuple(f"{c}-instruct-sft" for c in CHILDREN)
 STEPS = (
     "pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "teacher-sft",
-    *POST_STEPS, *INSTRUCT_STEPS, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study", "score",
+    *POST_STEPS, "posttrain-study", *INSTRUCT_STEPS, "pwrm", *ODPO_STEPS, "odpo-study", "score",
 )  # fmt: skip
 
 
@@ -98,6 +98,8 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
         stem_ck = clock.run(f"{child}-stem-rl", [stem], rl_stage, sft_ck, stem, scale, "stem", 0, device)
         policies.append((clock.run(f"{child}-general-rl", [general], rl_stage, stem_ck, general, scale, "general", 0,
                                    device), True))  # fmt: skip
+    study = [root / "posttrain-study", results_dir(scale)]
+    clock.run("posttrain-study", study, run_posttrain_study, root, scale, device)
     for child in CHILDREN:
         base, out = root / f"{child}-vision" / CHECKPOINT, root / f"{child}-instruct-sft"
         policies.append((clock.run(f"{child}-instruct-sft", [out], instruct_sft, base, teacher, out, scale, 0, device),
@@ -108,8 +110,6 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
             out = root / f"{child}-{kind}-odpo"
             clock.run(f"{child}-{kind}-odpo", [out], odpo_stage, root / f"{child}-{start}" / CHECKPOINT, judge, out,
                       scale, thinking, 0, True, device)  # fmt: skip
-    study = [root / "posttrain-study", results_dir(scale)]
-    clock.run("posttrain-study", study, run_posttrain_study, root, scale, device)
     clock.run("odpo-study", [root / "odpo-study", results_dir(scale)], run_odpo_study, root, scale, device)
     return clock.run("score", [scores], report, cascade, scale, longctx)
 
@@ -150,8 +150,8 @@ def forget(scale: str, step: str) -> None:
     if "prune-study" in later:
         (parent / "prune-study.json").unlink(missing_ok=True)
     root_dirs = [*CHILD_STEPS, "vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *POST_STEPS,
-                 *INSTRUCT_STEPS]  # fmt: skip
-    for name in [*root_dirs, "pwrm", *ODPO_STEPS, "posttrain-study", "odpo-study"]:  # directories of the root
+                 "posttrain-study", *INSTRUCT_STEPS]  # fmt: skip
+    for name in [*root_dirs, "pwrm", *ODPO_STEPS, "odpo-study"]:  # directories of the root
         if name in later:
             shutil.rmtree(root / name, ignore_errors=True)
 

@@ -137,7 +137,7 @@ class PostTrainScale:
     pwrm_prompts: int = 240  # training rubric prompts the PWRM's pairs are sampled on
     pwrm_samples: int = 2  # answers per prompt from each policy (each child's Instruct SFT and Reasoning model)
     pwrm_pairs: int = 6  # ranked pairs kept per prompt (each shown in both orders)
-    pwrm_steps: int = 80
+    pwrm_steps: int = 240  # 80 left the verdict at chance (68% agreement, T at the top of the grid)
     odpo_steps: int = 20  # iterations of ``prompts`` prompts x 2 responses
     odpo_lr: float = 2e-4
     beta: float = 0.1

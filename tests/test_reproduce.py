@@ -9,8 +9,8 @@ from minimistral.arch.hub import save_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.cascade.pipeline import STAGES
 
-EXTRA = ("vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, *rp.INSTRUCT_STEPS,
-         "pwrm", *rp.ODPO_STEPS, "posttrain-study", "odpo-study")  # fmt: skip
+EXTRA = ("vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "posttrain-study",
+         *rp.INSTRUCT_STEPS, "pwrm", *rp.ODPO_STEPS, "odpo-study")  # fmt: skip
 
 
 @pytest.fixture
@@ -112,9 +112,17 @@ def test_from_odpo_keeps_every_model_before_it_and_the_reward_model(tree):
     parent, root = tree
     rp.forget("x", "tiny-8b-instruct-odpo")
     kept = ["tiny-14b-instruct-odpo", "tiny-14b-reasoning-odpo"]
-    extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, *rp.INSTRUCT_STEPS,
-             "pwrm", *kept]  # fmt: skip
+    extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "posttrain-study",
+             *rp.INSTRUCT_STEPS, "pwrm", *kept]  # fmt: skip
     assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
-    order = [rp.STEPS.index(s) for s in ("tiny-3b-general-rl", "tiny-3b-instruct-sft", "pwrm", "tiny-14b-instruct-odpo",
-                                         "posttrain-study", "odpo-study", "score")]  # fmt: skip
+    order = [rp.STEPS.index(s) for s in ("tiny-3b-general-rl", "posttrain-study", "tiny-3b-instruct-sft", "pwrm",
+                                         "tiny-14b-instruct-odpo", "odpo-study", "score")]  # fmt: skip
     assert order == sorted(order)
+
+
+def test_from_pwrm_keeps_the_reasoning_study_and_every_sft(tree):
+    parent, root = tree
+    rp.forget("x", "pwrm")
+    extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "posttrain-study",
+             *rp.INSTRUCT_STEPS]  # fmt: skip
+    assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
