@@ -10,7 +10,15 @@ import torch
 
 from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer
-from minimistral.posttrain import encode_chat, encode_prompt, group_advantages, grpo_loss, split_response, token_names
+from minimistral.posttrain import (
+    encode_chat,
+    encode_prompt,
+    group_advantages,
+    grpo_loss,
+    judged_answer,
+    split_response,
+    token_names,
+)
 from minimistral.posttrain.chat import END_INST, END_SYSTEM, END_THINK, INST, SYSTEM, THINK
 from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
 from minimistral.posttrain.sft import ChatExamples, sft
@@ -129,6 +137,8 @@ def test_prompt_and_response_round_trip(tok):
     unfinished = response[: 1 + len(tok.encode("a plan", bos=False))]  # [THINK] a plan, then the limit
     assert split_response(tok, unfinished) == {"thinking": "a plan", "answer": "", "ended": False}
     assert split_response(tok, tok.encode("plain", bos=False)) == {"thinking": None, "answer": "plain", "ended": False}
+    assert split_response(tok, response[1:], thinking=True) == split_response(tok, response)  # prompt opened [THINK]
+    assert judged_answer(tok, [*response[1:3], END_THINK, *tok.encode(" done ", bos=False), 2], thinking=True) == "done"
 
 
 def test_chat_rejects_malformed_conversations(tok):

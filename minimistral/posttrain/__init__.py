@@ -5,10 +5,10 @@ their programmatic judges), ``sft``, ``grpo``, ``pwrm``, ``odpo``; ``pipeline`` 
 and ``odpo_study`` (what they are measured by).
 
 Public names later stages and tests rely on: :func:`group_advantages`, :func:`grpo_loss`, :func:`odpo_loss`,
-:func:`encode_chat`, :func:`encode_prompt`, :func:`split_response`.
+:func:`encode_chat`, :func:`encode_prompt`, :func:`split_response`, :func:`judged_answer`.
 """
 
-from minimistral.posttrain.chat import encode_chat, encode_prompt, split_response, token_names
+from minimistral.posttrain.chat import encode_chat, encode_prompt, judged_answer, split_response, token_names
 from minimistral.posttrain.grpo import group_advantages, grpo_loss
 from minimistral.posttrain.odpo import odpo_loss
 
@@ -17,6 +17,7 @@ __all__ = [
     "encode_prompt",
     "group_advantages",
     "grpo_loss",
+    "judged_answer",
     "odpo_loss",
     "split_response",
     "token_names",

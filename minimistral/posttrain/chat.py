@@ -63,13 +63,15 @@ def encode_prompt(tokenizer: Tokenizer, messages: Sequence[Mapping[str, str]], t
     return ids + ([THINK] if think else [])
 
 
-def split_response(tokenizer: Tokenizer, ids: Sequence[int]) -> dict:
+def split_response(tokenizer: Tokenizer, ids: Sequence[int], thinking: bool = False) -> dict:
     """A generated response (the ids after ``[/INST]``) as ``{"thinking", "answer", "ended"}``.
 
     ``thinking`` is the text between ``[THINK]`` and ``[/THINK]`` (``None`` if the response has no
     ``[THINK]``; unfinished thinking leaves ``answer`` empty); ``ended``: the response wrote ``</s>``.
+    The argument ``thinking=True`` says the prompt already opened ``[THINK]`` (``encode_prompt(...,
+    think=True)``), so ``ids`` start inside the thinking.
     """
-    ids = list(ids)
+    ids = [THINK, *ids] if thinking else list(ids)
     ended = EOS_ID in ids
     ids = ids[: ids.index(EOS_ID)] if ended else ids
     thinking = None
@@ -78,6 +80,11 @@ def split_response(tokenizer: Tokenizer, ids: Sequence[int]) -> dict:
         end = ids.index(END_THINK) if closed else len(ids)
         thinking, ids = tokenizer.decode(ids[1:end]), ids[end + 1 :] if closed else []
     return {"thinking": thinking, "answer": tokenizer.decode(ids), "ended": ended}
+
+
+def judged_answer(tokenizer: Tokenizer, ids: Sequence[int], thinking: bool = False) -> str:
+    """What a judge reads of a response: its answer, the thinking stripped (paper §4, ODPO on Reasoning models)."""
+    return split_response(tokenizer, ids, thinking)["answer"].strip()
 
 
 def token_names(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:

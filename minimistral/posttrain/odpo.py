@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minimistral.data.tokenizer import EOS_ID
-from minimistral.posttrain.chat import THINK, split_response
+from minimistral.posttrain.chat import judged_answer
 from minimistral.posttrain.grpo import interrupt_after_block, token_logprobs
 from minimistral.posttrain.pwrm import Pair
 from minimistral.posttrain.rollouts import Rollout, sample
@@ -148,7 +148,7 @@ class ODPOTrainer(Trainer):
         o = self.odpo
         rolls = sample(self.train_model, prompts, 2, o.max_new_tokens, o.temperature,
                        seed=self.cfg.seed * 1_000_003 + self.step)  # fmt: skip
-        answers = [split_response(self.tokenizer, ([THINK] if o.thinking else []) + r.ids)["answer"] for r in rolls]
+        answers = [judged_answer(self.tokenizer, r.ids, o.thinking) for r in rolls]
         loops = [looping(r) for r in rolls]
         judged = self.judge.prob([Pair(self.texts[i], answers[2 * k], answers[2 * k + 1], 0.0, 0.0)
                                   for k, i in enumerate(indices)]).tolist()  # fmt: skip

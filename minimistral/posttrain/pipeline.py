@@ -23,7 +23,7 @@ from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer, per_tokenizer
 from minimistral.evaluate.cache import cached
-from minimistral.posttrain.chat import THINK, encode_prompt, split_response
+from minimistral.posttrain.chat import encode_prompt, judged_answer
 from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
 from minimistral.posttrain.odpo import ODPOConfig, ODPOTrainer
 from minimistral.posttrain.pwrm import (
@@ -154,16 +154,11 @@ def policy_answers(checkpoint: Path, thinking: bool, items: list[RubricPrompt], 
         model, tok = from_pretrained(checkpoint, device=device), load_tokenizer(checkpoint)
         prompts = [encode_prompt(tok, x.chat()[:1], think=thinking) for x in items]
         rolls = sample(model, prompts, n, p.general_tokens, ODPOConfig.temperature, seed)
-        out = [{"prompt": items[r.prompt].prompt, "answer": answer(tok, r, thinking),
+        out = [{"prompt": items[r.prompt].prompt, "answer": judged_answer(tok, r.ids, thinking),
                 "score": grade(tok, items[r.prompt], r, thinking)} for r in rolls]  # fmt: skip
         return out
 
     return cached(checkpoint, "policy-answers", spec, compute)
-
-
-def answer(tokenizer, rollout, thinking: bool) -> str:
-    """The answer a response gives, its thinking stripped (what a judge reads)."""
-    return split_response(tokenizer, ([THINK] if thinking else []) + rollout.ids)["answer"].strip()
 
 
 def judged_pairs(answers: list[dict], most: int) -> list[Pair]:

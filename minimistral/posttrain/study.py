@@ -18,7 +18,7 @@ from minimistral.data.tokenizer import Tokenizer, load_tokenizer
 from minimistral.evaluate.cache import cached
 from minimistral.files import read_csv, write_csv, write_json
 from minimistral.paths import results_dir
-from minimistral.posttrain.chat import THINK, encode_prompt, split_response
+from minimistral.posttrain.chat import encode_prompt, split_response
 from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_score
 from minimistral.posttrain.tasks import Problem, reward
@@ -29,7 +29,7 @@ from minimistral.train import CHECKPOINT, read_metrics
 def grade(tokenizer: Tokenizer, item: Problem | RubricPrompt, rollout: Rollout, thinking: bool = True) -> float:
     """The reward of one response: a problem's checker on its answer, or the fraction of a rubric prompt's
     items the answer meets; 0 if the response never ended."""
-    parts = split_response(tokenizer, ([THINK] if thinking else []) + rollout.ids)
+    parts = split_response(tokenizer, rollout.ids, thinking)
     if not parts["ended"]:
         return 0.0
     return reward(item, parts["answer"]) if isinstance(item, Problem) else rubric_score(item.items, parts["answer"])
