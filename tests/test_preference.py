@@ -16,11 +16,14 @@ from minimistral.posttrain.pwrm import (
     expected_calibration_error,
     fit_temperature,
     judge_messages,
+    load_pairs,
     pair_examples,
     position_bias,
     ranked_pairs,
     read_temperature,
     reliability,
+    save_pairs,
+    symmetric_prob,
     verdict_ids,
     verdict_logits,
     write_temperature,
@@ -114,6 +117,26 @@ def test_calibration_file_errors_name_the_file(tmp_path):
     (tmp_path / "calibration.json").write_text('{"temperature": -1}')
     with pytest.raises(ValueError, match="must be > 0"):
         read_temperature(tmp_path)
+
+
+def test_pairs_files_round_trip_and_errors_name_the_file(tmp_path):
+    pairs = [Pair("q", "a", "b", 1.0, 0.0), Pair("q", "c", "d", 0.25, 0.5)]
+    save_pairs(pairs, tmp_path / "pairs.jsonl")
+    assert load_pairs(tmp_path / "pairs.jsonl") == pairs
+    with pytest.raises(ValueError, match=r"missing\.jsonl: no such pairs file"):
+        load_pairs(tmp_path / "missing.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "q"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl: not a pairs file"):
+        load_pairs(tmp_path / "bad.jsonl")
+
+
+def test_symmetric_probability_cancels_a_position_preference():
+    z = torch.tensor([0.0, 2.0, -1.0])
+    bias = 3.0  # the judge adds 3 to the verdict logit of whichever answer is shown first
+    flat = symmetric_prob(torch.full((3,), bias), torch.full((3,), bias), 1.0)
+    assert torch.allclose(flat, torch.full((3,), 0.5))  # pure position preference: no verdict
+    expected = torch.sigmoid(z / 2)  # a judge consistent in both orders: z_ba = -z_ab, then P = sigma(z / T)
+    assert torch.allclose(symmetric_prob(z, -z, 2.0), expected)
 
 
 def test_verdict_logits_read_the_verdict_position_whatever_the_batch(tok):

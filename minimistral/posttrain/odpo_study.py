@@ -24,16 +24,15 @@ from pathlib import Path
 import torch
 
 from minimistral.arch.hub import from_pretrained
-from minimistral.data.tokenizer import load_tokenizer
 from minimistral.files import read_csv, write_csv, write_json
 from minimistral.paths import results_dir
 from minimistral.posttrain.pwrm import (
+    PairwiseRewardModel,
     expected_calibration_error,
     load_pairs,
     position_bias,
-    read_temperature,
     reliability,
-    verdict_logits,
+    symmetric_prob,
 )
 from minimistral.posttrain.study import CHILD_MODELS, bootstrap_mean, checkpoint_scores, summarize
 from minimistral.scales import Scale, get_scale
@@ -57,13 +56,13 @@ def pwrm_quality(judge: Path) -> tuple[dict, list[dict]]:
     """The PWRM ``judge`` (a checkpoint) on its held-out test pairs: agreement with the judge, position bias,
     ECE with T = 1 and with the fitted T, and the reliability bins with the fitted T (both orders of each pair)."""
     pairs = load_pairs(judge.parent / "pairs-test.jsonl")
-    model, tok, temperature = from_pretrained(judge), load_tokenizer(judge), read_temperature(judge)
-    z_ab = verdict_logits(model, tok, pairs)  # [n]
-    z_ba = verdict_logits(model, tok, [p.swapped() for p in pairs])  # [n]
+    pwrm = PairwiseRewardModel(judge)
+    temperature = pwrm.temperature
+    z_ab, z_ba = pwrm.logits(pairs)  # [n] each: as shown, swapped
     labels = torch.tensor([p.label for p in pairs])  # [n], 1: a is better
     both_z, both_y = torch.cat([z_ab, z_ba]), torch.cat([labels, 1 - labels])  # [2n]
     p_ab, p_ba = torch.sigmoid(z_ab / temperature), torch.sigmoid(z_ba / temperature)
-    symmetric = (p_ab + 1 - p_ba) / 2  # what ODPO reads
+    symmetric = symmetric_prob(z_ab, z_ba, temperature)  # what ODPO reads
     summary = {
         "pairs": len(pairs),
         "temperature": round(temperature, 3),

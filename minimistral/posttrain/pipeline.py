@@ -34,7 +34,6 @@ from minimistral.posttrain.pwrm import (
     pair_examples,
     ranked_pairs,
     save_pairs,
-    verdict_logits,
     write_temperature,
 )
 from minimistral.posttrain.rollouts import sample
@@ -205,11 +204,11 @@ def reward_model(policies: list[tuple[Path, bool]], teacher: Path, out: Path, sc
     cfg = _config(p.pwrm_steps, p.batch_size, p.lr)
     examples = {name: pair_examples(x, tok, MAX_LEN) for name, x in (("train", pairs["train"]), ("cal", calibration))}
     sft(teacher, examples["train"], out, cfg, val_data=examples["cal"], device=device, desc="pwrm")
-    judge = from_pretrained(checkpoint, device=device)
-    both = [*calibration, *(x.swapped() for x in calibration)]
-    z = verdict_logits(judge, tok, both)
-    temperature = fit_temperature(z, torch.tensor([x.label for x in both])) if both else 1.0  # 1: nothing to fit
-    write_temperature(checkpoint, temperature, pairs=len(both))
+    z_ab, z_ba = PairwiseRewardModel(checkpoint, device=device).logits(calibration)  # [n] each, T = 1
+    labels = torch.tensor([x.label for x in calibration])  # [n], 1: a is better
+    z, y = torch.cat([z_ab, z_ba]), torch.cat([labels, 1 - labels])  # both orders, [2n]
+    temperature = fit_temperature(z, y) if calibration else 1.0  # 1: nothing to fit
+    write_temperature(checkpoint, temperature, pairs=len(z))
     return checkpoint
 
 

@@ -167,11 +167,20 @@ class PairwiseRewardModel:
         self.model.to(device)
         return self
 
+    def logits(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The verdict logits of every pair as shown, ``z_ab``, and swapped, ``z_ba``: each ``[len(pairs)]``."""
+        return (verdict_logits(self.model, self.tokenizer, pairs),
+                verdict_logits(self.model, self.tokenizer, [p.swapped() for p in pairs]))  # fmt: skip
+
     def prob(self, pairs: Sequence[Pair]) -> torch.Tensor:
-        r"""$\tfrac12\big(\sigma(z_{ab}/T) + 1 - \sigma(z_{ba}/T)\big)$ per pair, ``[len(pairs)]``."""
-        z_ab = verdict_logits(self.model, self.tokenizer, pairs)
-        z_ba = verdict_logits(self.model, self.tokenizer, [p.swapped() for p in pairs])
-        return (torch.sigmoid(z_ab / self.temperature) + 1 - torch.sigmoid(z_ba / self.temperature)) / 2
+        """P(a better than b) per pair, both orders averaged, ``[len(pairs)]``."""
+        return symmetric_prob(*self.logits(pairs), self.temperature)
+
+
+def symmetric_prob(z_ab: torch.Tensor, z_ba: torch.Tensor, temperature: float) -> torch.Tensor:
+    r"""$\tfrac12\big(\sigma(z_{ab}/T) + 1 - \sigma(z_{ba}/T)\big)$: the verdict read in both orders, so the
+    position of an answer carries no weight (paper §4: the PWRM's probability, temperature-calibrated)."""
+    return (torch.sigmoid(z_ab / temperature) + 1 - torch.sigmoid(z_ba / temperature)) / 2
 
 
 def read_temperature(checkpoint: Path) -> float:
@@ -198,7 +207,14 @@ def save_pairs(pairs: Sequence[Pair], file: Path) -> None:
 
 
 def load_pairs(file: Path) -> list[Pair]:
-    return [Pair(**json.loads(line)) for line in Path(file).read_text().splitlines() if line.strip()]
+    """The pairs ``save_pairs`` wrote; a missing or broken file is a one-line error naming it."""
+    file = Path(file)
+    if not file.is_file():
+        raise ValueError(f"{file}: no such pairs file (the pwrm step writes it: minimistral reproduce --from pwrm)")
+    try:
+        return [Pair(**json.loads(line)) for line in file.read_text().splitlines() if line.strip()]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{file}: not a pairs file ({e})") from e
 
 
 def pwrm_checkpoint(out: Path) -> Path:
