@@ -82,10 +82,20 @@ def cmd_convert(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
+    import json
+
+    from minimistral.distributed import rank_world
     from minimistral.paths import results_dir
     from minimistral.pretrain import evaluate_parent, format_scores, pretrain
+    from minimistral.scales import get_scale
 
-    checkpoint = pretrain(args.scale, out=args.out, device=args.device, compile=args.compile)
+    checkpoint = pretrain(args.scale, out=args.out, device=args.device, compile=args.compile, max_steps=args.max_steps)
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    if rank_world()[0] != 0:
+        return  # under torchrun: rank 0 reports
+    if step < get_scale(args.scale).pretrain.steps:
+        print(f"stopped at step {step} (--max-steps); run again without it to continue\ncheckpoint: {checkpoint}")
+        return
     report = evaluate_parent(checkpoint, args.scale, device=args.device)
     print(format_scores(report))
     print(f"checkpoint: {checkpoint}\nresults: {results_dir(args.scale)}")
@@ -214,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch.compile + fused AdamW (default: on at the default scale where it works)",
     )
+    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (same schedule; resumes)")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("prune", help="prune a checkpoint: layers, then hidden size, then FFN (paper Algorithm 2)")
@@ -293,10 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from minimistral.data.sources import DataError
+    from minimistral.distributed import finish, init_from_env
     from minimistral.errors import CheckpointError
     from minimistral.train import ResumeError
 
     args = build_parser().parse_args(argv)
+    init_from_env()  # under torchrun: join the process group (minimistral.distributed)
     try:
         args.func(args)
     except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
@@ -304,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        finish()
     return 0
 
 

@@ -42,11 +42,14 @@ def pretrain(
     device=None,
     corpus: Corpus | None = None,
     compile: bool | None = None,
+    max_steps: int | None = None,
 ) -> Path:
     """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir.
 
     ``compile``: run the engine under ``torch.compile`` with the fused AdamW (``TrainConfig.compile``);
-    default: the scale's setting (on at the default scale, where it works).
+    default: the scale's setting (on at the default scale, where it works). ``max_steps``: stop after that
+    many steps of the same run (a smoke test; running again continues it). Under ``torchrun`` every process
+    runs this and the engine trains data-parallel (``minimistral.distributed``).
     """
     s = get_scale(scale).pretrain
     out = Path(out) if out else parent_dir(scale)
@@ -61,6 +64,7 @@ def pretrain(
         warmup_steps=s.warmup_steps,
         eval_every=s.eval_every,
         ckpt_every=s.ckpt_every,
+        log_every=s.log_every,
         eval_batches=4,
         compile=s.compile if compile is None else compile,
     )
@@ -77,7 +81,7 @@ def pretrain(
         extra_files={"tokenizer.json": corpus.tokenizer_path},
         desc=f"pretrain {PARENT} ({scale})",
     )
-    trainer.fit()
+    trainer.fit(max_steps)
     return out / CHECKPOINT
 
 

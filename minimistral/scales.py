@@ -26,6 +26,7 @@ class PretrainScale:
     warmup_steps: int = 40
     eval_every: int = 50
     ckpt_every: int = 50
+    log_every: int = 10  # steps per line of metrics.jsonl (a mean over them)
     eval_windows: int | None = None  # per source in the final report; None = the whole validation split
     sample_tokens: int = 80
     compile: bool = False  # torch.compile + fused AdamW where it works (train.compile_problem says where not)
@@ -170,7 +171,7 @@ SCALES = {
     "ci": Scale(
         name="ci",
         pretrain=PretrainScale(
-            steps=40, warmup_steps=10, eval_every=20, ckpt_every=20, eval_windows=24, sample_tokens=24,
+            steps=40, warmup_steps=10, eval_every=20, ckpt_every=20, log_every=1, eval_windows=24, sample_tokens=24,
         ),
         prune_study=PruneStudyScale(calib_windows=8, val_per_source=4, points=2),
         cascade=CascadeScale(

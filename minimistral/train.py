@@ -18,9 +18,9 @@ supplies the rest:
 * exact resume: on CPU a run stopped and resumed ends with bitwise the same weights
   as an uninterrupted run; Ctrl-C saves a checkpoint before exiting.
 
-Multi-GPU is an addition, not a rewrite: the sampler already shards micro-batches by
-``rank``/``world_size`` and only rank 0 logs and writes; wrapping the model for DDP or
-FSDP belongs in :meth:`Trainer.wrap_model`.
+More than one process (``torchrun``): the same global micro-batch is split over the ranks, the
+gradients are summed over them (token-weighted, so the step equals one process's), and only rank 0
+logs and writes; a run resumes with any number of processes (``minimistral.distributed``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from minimistral.arch.hub import save_pretrained
 from minimistral.arch.model import Ministral3, default_device
+from minimistral.distributed import all_sum, barrier, broadcast_parameters, rank_world, sum_gradients
 from minimistral.evaluate.loss import next_token_nll
 from minimistral.files import atomic_write
 
@@ -62,7 +63,7 @@ class TrainConfig:
     """Optimisation hyper-parameters. Fields above ``eval_every`` must match to resume a run."""
 
     steps: int
-    batch_size: int = 16  # sequences per micro-batch (per process)
+    batch_size: int = 16  # sequences per micro-batch, over all processes (each takes batch_size / world)
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 3e-3
     min_lr: float = 3e-4  # end of the cosine
@@ -128,15 +129,20 @@ def pad_right(rows: Sequence[tuple[Sequence[int], Sequence[bool]]], pad_id: int)
 class Sampler:
     """Deterministic, stateless order of examples: micro-batch ``p`` is a pure function of ``p``.
 
-    The example stream is a fresh seeded permutation per epoch, concatenated; process
-    ``rank`` of ``world`` takes its own slice of every global micro-batch. Resuming needs
-    only the number of micro-batches consumed (the data position).
+    The example stream is a fresh seeded permutation per epoch, concatenated; global micro-batch
+    ``p`` is examples ``[p * batch_size, (p + 1) * batch_size)`` of it, whatever the number of
+    processes, and process ``rank`` of ``world`` takes slice ``rank`` of ``world`` equal slices.
+    Resuming needs only the number of micro-batches consumed (the data position), so a run may
+    resume with a different number of processes.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         if n < 1:
             raise ValueError("the dataset is empty")
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {world} processes")
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.batch_size = batch_size // world  # this rank's share of every micro-batch
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def permutation(self, epoch: int) -> torch.Tensor:
@@ -147,7 +153,7 @@ class Sampler:
 
     def indices(self, position: int) -> torch.Tensor:
         """Example indices of micro-batch number ``position`` for this rank."""
-        start = (position * self.world + self.rank) * self.batch_size
+        start = (position * self.world + self.rank) * self.batch_size  # = position * global + rank * share
         out = []
         while len(out) < self.batch_size:
             epoch, offset = divmod(start + len(out), self.n)
@@ -191,12 +197,6 @@ def compile_problem(device: torch.device) -> str | None:
 
 
 # ----------------------------------------------------------------------------- engine
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class Trainer:
     """Runs ``cfg.steps`` optimizer steps of ``loss_fn`` over ``train_data``, resuming from ``out_dir``."""
 
@@ -224,8 +224,9 @@ class Trainer:
         if cfg.compile and (problem := compile_problem(self.device)):
             print(f"minimistral: torch.compile is off ({problem}); training eagerly", file=sys.stderr)
             self.cfg = cfg = dataclasses.replace(cfg, compile=False)
-        self.rank, self.world = _dist_info()
+        self.rank, self.world = rank_world()
         self.model = model.to(self.device)
+        broadcast_parameters(self.model)  # every rank starts from rank 0's weights
         self.train_model = self.wrap_model(self.model)
         self.train_data, self.val_data = train_data, val_data
         self.sampler = Sampler(len(train_data), cfg.batch_size, cfg.seed, self.rank, self.world)
@@ -270,19 +271,25 @@ class Trainer:
         return nullcontext()
 
     # --- the loop ---------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        """Train to ``cfg.steps``, resuming from ``out_dir/checkpoint`` if present. Returns the metrics."""
+    def fit(self, max_steps: int | None = None) -> list[dict]:
+        """Train to ``cfg.steps``, resuming from ``out_dir/checkpoint`` if present. Returns the metrics.
+
+        ``max_steps``: stop (with a checkpoint) after that many steps of the same run, e.g. a smoke test;
+        the schedule is still ``cfg.steps`` long, so running again without it continues exactly.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        stop = self.cfg.steps if max_steps is None else min(max_steps, self.cfg.steps)
         if self.checkpoint_dir() is not None:
             self.resume()
-            if self.step >= self.cfg.steps:
+            if self.step >= stop:
                 return self.metrics()  # already finished: nothing to redo
         self._trim_metrics()
+        barrier()  # no rank reads the metrics before rank 0 has trimmed them
         main = self.rank == 0
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, disable=not main or None, unit="step")
         window = _Window()  # sums since the last log line
         try:
-            while self.step < self.cfg.steps:
+            while self.step < stop:
                 window.add(*self.train_step())
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                     record = {"step": self.step, **window.means(), "lr": lr_at(self.step - 1, self.cfg)}
@@ -298,11 +305,11 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             if main:
-                self.save()
+                self.write_checkpoint()
                 print(f"\ninterrupted: checkpoint at step {self.step} in {self.out / CHECKPOINT}; run again to resume")
             raise
         bar.close()
-        if self.val_data is not None and self.step % self.cfg.eval_every != 0:
+        if self.step == self.cfg.steps and self.val_data is not None and self.step % self.cfg.eval_every != 0:
             self.log({"step": self.step, "val_loss": self.evaluate()})
         self.save()
         return self.metrics()
@@ -315,7 +322,11 @@ class Trainer:
         return lr
 
     def train_step(self) -> tuple[dict[str, float], int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss and extra scalars, tokens)."""
+        """One optimizer step over ``grad_accum`` micro-batches; returns (mean loss and extra scalars, tokens).
+
+        With several processes, rank r's loss (a mean over its ``tokens`` n_r) is weighted by n_r / sum_r n_r and
+        the gradients are summed over ranks: the gradient of the mean over every token of the micro-batch.
+        """
         self.apply_lr()
         self.train_model.train()
         totals: dict[str, float] = {}
@@ -325,17 +336,33 @@ class Trainer:
             batch = _to(self.train_data.batch(self.sampler.indices(position)), self.device)
             with self.autocast():
                 out = self.loss_fn(self.train_model, batch)
-            (out["loss"] / self.cfg.grad_accum).backward()
+            weight, tokens = self.token_weight(out["tokens"])  # 1.0 and n with one process
+            (out["loss"] * weight / self.cfg.grad_accum).backward()
             for key, value in _scalars(out).items():
-                totals[key] = totals.get(key, 0.0) + value / self.cfg.grad_accum
-            total_tokens += out["tokens"]
+                totals[key] = totals.get(key, 0.0) + value * weight / self.cfg.grad_accum
+            total_tokens += tokens
+        sum_gradients(self.model.parameters())
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.tokens += total_tokens * self.world
-        return totals, total_tokens
+        self.tokens += total_tokens
+        return self.sum_scalars(totals), total_tokens
+
+    def token_weight(self, tokens: int) -> tuple[float, int]:
+        """(this rank's share of the micro-batch's tokens, the micro-batch's tokens over all ranks)."""
+        if self.world == 1:
+            return 1.0, int(tokens)
+        everyone = int(all_sum(torch.tensor(float(tokens), dtype=torch.float64)))
+        return (tokens / everyone if everyone else 0.0), everyone
+
+    def sum_scalars(self, totals: dict[str, float]) -> dict[str, float]:
+        """Token-weighted scalars summed over ranks (each rank's are already weighted by its share)."""
+        if self.world == 1 or not totals:
+            return totals
+        summed = all_sum(torch.tensor(list(totals.values()), dtype=torch.float64))
+        return dict(zip(totals, summed.tolist(), strict=True))
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -344,12 +371,15 @@ class Trainer:
         loss_fn = self.val_loss_fn or self.loss_fn
         n = min(len(self.val_data), self.cfg.eval_batches * self.cfg.batch_size)
         loss_sum, tokens = 0.0, 0
-        for start in range(0, n, self.cfg.batch_size):
+        starts = range(0, n, self.cfg.batch_size)[self.rank :: self.world]  # the ranks share the batches
+        for start in starts:
             batch = _to(self.val_data.batch(torch.arange(start, min(n, start + self.cfg.batch_size))), self.device)
             with self.autocast():
                 out = loss_fn(self.train_model, batch)
             loss_sum += out["loss"].item() * out["tokens"]
             tokens += out["tokens"]
+        if self.world > 1:
+            loss_sum, tokens = all_sum(torch.tensor([loss_sum, tokens], dtype=torch.float64)).tolist()
         return loss_sum / max(tokens, 1)
 
     # --- metrics ----------------------------------------------------------------------
@@ -394,9 +424,14 @@ class Trainer:
         }
 
     def save(self) -> Path:
+        """Rank 0 writes the checkpoint (:meth:`write_checkpoint`); every rank waits until it is in place."""
+        if self.rank == 0:
+            self.write_checkpoint()
+        barrier()
+        return self.out / CHECKPOINT
+
+    def write_checkpoint(self) -> Path:
         """Write weights (HF format), optimizer, RNG and trainer state to a temp dir, then swap it in."""
-        if self.rank != 0:
-            return self.out / CHECKPOINT
         final = self.out / CHECKPOINT
         tmp = self.out / (CHECKPOINT + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -457,9 +492,9 @@ class Trainer:
                     f"{file}: cannot resume: model config {key!r} was {state['model_config'].get(key)!r}, "
                     f"now {model_now[key]!r}"
                 )
-        for key, value in (("num_examples", len(self.train_data)), ("world_size", self.world)):
-            if state[key] != value:
-                raise ResumeError(f"{file}: cannot resume: {key} was {state[key]}, now {value} (different data?)")
+        if state["num_examples"] != len(self.train_data):
+            raise ResumeError(f"{file}: cannot resume: num_examples was {state['num_examples']}, now "
+                              f"{len(self.train_data)} (different data?)")  # fmt: skip
         if self.SETTINGS:
             key, name = self.SETTINGS
             if state.get(key) != dataclasses.asdict(self.settings):

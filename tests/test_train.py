@@ -48,7 +48,7 @@ def test_sampler_is_a_pure_function_of_position_and_covers_each_epoch():
     first = torch.cat([s.indices(p) for p in range(5)])  # 20 = two epochs
     assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
     assert torch.equal(Sampler(10, 4, seed=3).indices(3), s.indices(3))
-    ranks = [Sampler(10, 2, 3, rank=r, world=2).indices(0) for r in (0, 1)]
+    ranks = [Sampler(10, 4, 3, rank=r, world=2).indices(0) for r in (0, 1)]  # batch_size is global
     assert torch.equal(torch.cat(ranks), s.indices(0))  # two ranks split one global micro-batch
 
 

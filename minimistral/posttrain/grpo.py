@@ -32,6 +32,7 @@ import torch
 from einops import rearrange
 
 from minimistral.data.tokenizer import EOS_ID
+from minimistral.distributed import sum_gradients
 from minimistral.posttrain.rollouts import sample
 from minimistral.train import TrainConfig, Trainer, pad_right
 
@@ -166,20 +167,23 @@ class GRPOTrainer(Trainer):
             loss, logp, old = self.optimise(batch, ref, mask)
         ratio = torch.exp(logp.detach() - old)[mask]
         clipped = ((ratio - 1).abs() > self.rl.clip_eps).float().mean()
-        tokens = int(mask.sum())
+        weight, tokens = self.token_weight(int(mask.sum()))  # (this rank's share, over all ranks)
         self.step += 1
-        self.tokens += tokens * self.world
-        return {k: float(v) for k, v in (stats | {"loss": loss.detach(), "clipped": clipped}).items()}, tokens
+        self.tokens += tokens
+        scalars = {k: float(v) * weight for k, v in (stats | {"loss": loss.detach(), "clipped": clipped}).items()}
+        return self.sum_scalars(scalars), tokens
 
     def optimise(self, batch, ref, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``rl.inner_steps`` optimizer steps of :func:`grpo_loss` on one batch of rollouts; returns the last loss,
         the last log-probabilities and those of the policy that sampled (the first pass's, as no step has run)."""
         old = None
+        weight = self.token_weight(int(mask.sum()))[0]  # this rank's share of the tokens (1.0: one process)
         for _ in range(self.rl.inner_steps):
             logp = token_logprobs(self.train_model, batch)  # [n, T]
             old = logp.detach() if old is None else old
             loss = grpo_loss(logp, old, batch["advantages"], mask, self.rl.clip_eps, ref, self.rl.kl_coef)
-            loss.backward()
+            (loss * weight).backward()
+            sum_gradients(self.model.parameters())
             if self.cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
@@ -193,7 +197,7 @@ class GRPOTrainer(Trainer):
         prompts = [self.train_data.prompts[i] for i in indices]
         rl = self.rl
         rolls = sample(self.train_model, prompts, rl.group_size, rl.max_new_tokens, rl.temperature,
-                       seed=self.cfg.seed * 1_000_003 + self.step)  # fmt: skip
+                       seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
         rewards = torch.tensor([self.reward(indices[r.prompt], r) for r in rolls])  # [n * G]
         advantages = group_advantages(rewards, rl.group_size)
         rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minimistral.data.tokenizer import EOS_ID
+from minimistral.distributed import sum_gradients
 from minimistral.posttrain.chat import judged_answer
 from minimistral.posttrain.grpo import interrupt_after_block, token_logprobs
 from minimistral.posttrain.pwrm import Pair
@@ -123,7 +124,9 @@ class ODPOTrainer(Trainer):
             logp = sequence_logprobs(self.train_model, batch)  # [2n]
             o = self.odpo
             loss = odpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], batch["prob_a"], o.beta)
-            (loss / o.beta if o.rescale else loss).backward()
+            weight = self.token_weight(len(batch["prob_a"]))[0]  # this rank's share of the pairs (1.0: one process)
+            ((loss / o.beta if o.rescale else loss) * weight).backward()
+            sum_gradients(self.model.parameters())
             if self.cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
@@ -133,12 +136,11 @@ class ODPOTrainer(Trainer):
         agree = (
             ((margin > 0) == (batch["prob_a"] > 0.5))[decided].float().mean() if decided.any() else margin.new_zeros(())
         )
-        tokens = int(batch["mask"].sum())
+        tokens = self.token_weight(int(batch["mask"].sum()))[1]
         self.step += 1
-        self.tokens += tokens * self.world
-        return {
-            k: float(v) for k, v in (stats | {"loss": loss.detach(), "margin": margin.mean(), "agree": agree}).items()
-        }, tokens
+        self.tokens += tokens
+        scalars = stats | {"loss": loss.detach(), "margin": margin.mean(), "agree": agree}
+        return self.sum_scalars({k: float(v) * weight for k, v in scalars.items()}), tokens
 
     @torch.no_grad()
     def pairs(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -147,7 +149,7 @@ class ODPOTrainer(Trainer):
         prompts = [self.train_data.prompts[i] for i in indices]
         o = self.odpo
         rolls = sample(self.train_model, prompts, 2, o.max_new_tokens, o.temperature,
-                       seed=self.cfg.seed * 1_000_003 + self.step)  # fmt: skip
+                       seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
         answers = [judged_answer(self.tokenizer, r.ids, o.thinking) for r in rolls]
         loops = [looping(r) for r in rolls]
         judged = self.judge.prob([Pair(self.texts[i], answers[2 * k], answers[2 * k + 1], 0.0, 0.0)

@@ -1,0 +1,89 @@
+"""More than one process: what ``torchrun`` needs from the engine, written out (engineering, not the paper).
+
+Under ``torchrun --nproc_per_node N -m minimistral ...`` every process runs the same command. The
+engine then trains one model data-parallel, the same run as one process would do:
+
+* the global micro-batch (``TrainConfig.batch_size`` examples) is split into N equal slices, one per
+  rank (:class:`minimistral.train.Sampler`), so the examples seen at each step do not depend on N;
+* each rank's loss is a mean over its own tokens; weighting it by ``tokens_rank / tokens_all`` before
+  backward and summing the gradients over ranks (one all-reduce after the micro-batches) gives the
+  gradient of the mean over every token of the global micro-batch: what one process computes.
+  ``DistributedDataParallel`` does the same sum, overlapped with backward; we write it out because a
+  loss function may call any part of the model (the vision stage reads ``model.image_features``), which
+  DDP's wrapper does not allow, and because a learner can read it in ten lines;
+* rank 0 alone logs and writes checkpoints (atomically); every rank reads them to resume, with any N.
+
+Single process (no ``torchrun``): every function here is a no-op or the identity, so the code paths
+are the same and one process gives bitwise the results it gave before.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env() -> None:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1); otherwise nothing.
+
+    Backend: NCCL on CUDA (each rank makes ``cuda:LOCAL_RANK`` its current device, so ``"cuda"`` and
+    :func:`minimistral.arch.model.default_device` mean its own GPU), else gloo (CPU).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over every rank (a new tensor; the identity with one process)."""
+    out = values.clone()
+    if rank_world()[1] > 1:
+        dist.all_reduce(out)
+    return out
+
+
+def sum_gradients(params) -> None:
+    r"""$g \leftarrow \sum_r g_r$ for every parameter with a gradient, in one flat all-reduce."""
+    if rank_world()[1] == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # [sum of sizes]
+    dist.all_reduce(flat)
+    for g, chunk in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(chunk.view_as(g))
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Every rank starts from rank 0's weights (what DDP does when it wraps a model)."""
+    if rank_world()[1] == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor, src=0)
+
+
+def finish() -> None:
+    """Leave the process group (at the end of a command run under torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a checkpoint the others will read)."""
+    if rank_world()[1] > 1:
+        dist.barrier()

@@ -1,0 +1,133 @@
+"""Data-parallel training under torchrun, on CPU with gloo: N processes train the same run as one process."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+import minimistral
+from minimistral import ModelConfig
+from minimistral.train import Sampler, TrainConfig, Trainer, Windows, read_metrics
+
+CFG = ModelConfig(
+    vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=8, yarn_factor=None, llama_4_scaling_beta=None,
+    original_max_position_embeddings=None, max_position_embeddings=64,
+)  # fmt: skip
+STEPS = TrainConfig(steps=5, batch_size=4, grad_accum=2, lr=1e-2, warmup_steps=1, eval_every=2, ckpt_every=100,
+                    log_every=1)  # fmt: skip
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+
+
+def windows(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return Windows((torch.randint(0, 97, (n, 1), generator=g) + torch.arange(17)) % 97)
+
+
+def train(out, max_steps=None, rank=0):
+    """One rank's part of the run: the same model on every rank, except that rank 1 starts from other weights
+    (the engine must broadcast rank 0's)."""
+    torch.manual_seed(rank)
+    trainer = Trainer(minimistral.Ministral3(CFG), STEPS, windows(40, 0), out, val_data=windows(8, 1), device="cpu")
+    trainer.fit(max_steps)
+
+
+def _worker(rank, world, port, out, max_steps):
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        train(out, max_steps, rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def run(out, world, max_steps=None):
+    if world == 1:
+        train(out, max_steps)
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(world, port, str(out), max_steps), nprocs=world)
+
+
+def losses(out):
+    return [m["loss"] for m in read_metrics(out) if "loss" in m], [m["val_loss"] for m in read_metrics(out)
+                                                                   if "val_loss" in m]  # fmt: skip
+
+
+def weights(out):
+    return load_file(out / "checkpoint" / "model.safetensors")
+
+
+def close(a, b, rel=1e-5):
+    return all(abs(x - y) <= rel * abs(y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    run(out, 1)
+    return out
+
+
+def test_two_processes_train_the_same_run_as_one(one, tmp_path):
+    run(tmp_path, 2)
+    (train_1, val_1), (train_2, val_2) = losses(one), losses(tmp_path)
+    assert len(train_2) == 5 and close(train_2, train_1) and close(val_2, val_1)
+    w1, w2 = weights(one), weights(tmp_path)
+    assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)  # fp32 sums in another order: ~3e-6
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    assert state["tokens"] == 5 * 2 * 4 * 16 and state["world_size"] == 2  # every rank's tokens counted once
+
+
+def test_an_interrupted_two_process_run_resumes_bitwise(tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run(straight, 2)
+    run(stopped, 2, max_steps=3)
+    assert json.loads((stopped / "checkpoint" / "trainer_state.json").read_text())["step"] == 3
+    run(stopped, 2)
+    assert losses(stopped) == losses(straight)
+    w1, w2 = weights(straight), weights(stopped)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_a_run_resumes_with_a_different_number_of_processes(one, tmp_path):
+    run(tmp_path, 1, max_steps=3)
+    run(tmp_path, 2)
+    assert close(losses(tmp_path)[0], losses(one)[0])
+    w1, w2 = weights(one), weights(tmp_path)
+    assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)  # fp32 sums in another order: ~3e-6
+
+
+def test_the_global_batch_does_not_depend_on_the_number_of_processes():
+    for position in range(7):
+        one = Sampler(30, 6, seed=2).indices(position)
+        for world in (2, 3):
+            parts = [Sampler(30, 6, seed=2, rank=r, world=world).indices(position) for r in range(world)]
+            assert torch.equal(torch.cat(parts), one)
+    with pytest.raises(ValueError, match="batch_size 6 is not divisible by the 4 processes"):
+        Sampler(30, 6, seed=2, rank=0, world=4)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(
+    sys.executable), "torchrun")), reason="no torchrun")  # fmt: skip
+def test_torchrun_pretrain_matches_one_process(tmp_path):
+    """The check in the README: ``torchrun --nproc_per_node 2 -m minimistral pretrain --scale ci --max-steps 3``."""
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    args = ["-m", "minimistral", "pretrain", "--scale", "ci", "--max-steps", "3", "--device", "cpu", "--no-compile"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], check=True, env=env)
+    subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")], check=True, env=env)
+    assert close(losses(tmp_path / "two")[0], losses(tmp_path / "one")[0])
+    assert len(losses(tmp_path / "one")[0]) >= 1
