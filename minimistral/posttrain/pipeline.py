@@ -152,7 +152,8 @@ def policy_answers(checkpoint: Path, thinking: bool, items: list[RubricPrompt], 
     def compute():
         model, tok = from_pretrained(checkpoint, device=device), load_tokenizer(checkpoint)
         prompts = [encode_prompt(tok, x.chat()[:1], think=thinking) for x in items]
-        rolls = sample(model, prompts, n, p.general_tokens, ODPOConfig.temperature, seed)
+        rolls = sample(model, prompts, n, p.general_tokens, ODPOConfig.temperature, seed,
+                       desc=f"answers of {Path(checkpoint).parent.name}")  # fmt: skip
         out = [{"prompt": items[r.prompt].prompt, "answer": judged_answer(tok, r.ids, thinking),
                 "score": grade(tok, items[r.prompt], r, thinking)} for r in rolls]  # fmt: skip
         return out

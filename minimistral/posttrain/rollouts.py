@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from minimistral.arch.generate import generate
 from minimistral.data.tokenizer import EOS_ID
@@ -36,14 +37,19 @@ def sample(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    desc: str | None = None,
 ) -> list[Rollout]:
-    """``n`` responses to each prompt (``temperature`` 0: greedy), in order: prompt 0's ``n``, then prompt 1's, ..."""
+    """``n`` responses to each prompt (``temperature`` 0: greedy), in order: prompt 0's ``n``, then prompt 1's, ...
+
+    ``desc``: show a progress bar over the batches under that name."""
     model.eval()
     rows = [i for i in range(len(prompts)) for _ in range(n)]  # [len(prompts) * n]
     by_length: dict[int, list[int]] = {}
     for r, i in enumerate(rows):
         by_length.setdefault(len(prompts[i]), []).append(r)
     out: list[Rollout | None] = [None] * len(rows)
+    batches = sum(math.ceil(len(g) / batch_size) for g in by_length.values())
+    bar = tqdm(total=batches, desc=desc, unit="batch", leave=False, disable=desc is None or None)
     for group_index, (_, group) in enumerate(sorted(by_length.items())):
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
@@ -52,6 +58,8 @@ def sample(
                            eos_token_id=EOS_ID)[:, ids.shape[1]:]  # fmt: skip
             for r, row in zip(chunk, new.tolist(), strict=True):
                 out[r] = Rollout(rows[r], row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
+            bar.update(1)
+    bar.close()
     return out
 
 

@@ -44,11 +44,12 @@ def held_out_scores(
     temperature: float = 1.0,
     thinking: bool = True,
     seed: int = 0,
+    desc: str | None = None,
 ) -> list[dict]:
     """Per item: ``task`` (``rubric`` for a rubric prompt), mean ``reward``, ``correct`` (full reward) of ``samples``,
     mean ``length`` (tokens), share ``ended``, ``repetition``, and the ``rewards`` of every sample."""
     prompts = [encode_prompt(tokenizer, p.chat()[:1], think=thinking) for p in problems]
-    rollouts = sample(model, prompts, samples, max_new_tokens, temperature, seed)
+    rollouts = sample(model, prompts, samples, max_new_tokens, temperature, seed, desc=desc)
     rows = []
     for i, problem in enumerate(problems):
         mine = rollouts[i * samples : (i + 1) * samples]
@@ -129,7 +130,8 @@ def checkpoint_scores(
 
     def compute():
         model = from_pretrained(checkpoint, device=device)
-        return held_out_scores(model, load_tokenizer(checkpoint), items, samples, max_new_tokens, thinking=thinking)
+        return held_out_scores(model, load_tokenizer(checkpoint), items, samples, max_new_tokens, thinking=thinking,
+                               desc=f"scoring {Path(checkpoint).parent.name}")  # fmt: skip
 
     return cached(checkpoint, "posttrain", spec, compute)
 
