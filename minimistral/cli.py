@@ -188,6 +188,47 @@ def cmd_reproduce(args) -> None:
     print(times_table(args.scale))
 
 
+def cmd_plan(args) -> None:
+    from minimistral.plan import KL_CHUNK, Job, report
+
+    job = Job(
+        args.student,
+        args.gpus,
+        seq=args.seq,
+        batch=args.batch,
+        teacher=args.teacher,
+        teacher_dtype=DTYPES[args.teacher_dtype],
+        chunk_size=KL_CHUNK if args.chunk_size is None else args.chunk_size,
+    )
+    print(report(job, args.gpu_memory))
+
+
+def cmd_teachers(args) -> None:
+    from minimistral.cascade.pipeline import Cascade
+    from minimistral.cascade.teachers import (
+        BIGGER,
+        bigger_teacher_dir,
+        run_teacher_ablation,
+        write_teacher_ablation,
+    )
+    from minimistral.files import format_table
+    from minimistral.paths import cascade_dir, parent_dir
+    from minimistral.pretrain import pretrain
+    from minimistral.train import CHECKPOINT
+
+    root = cascade_dir(args.scale)
+    teachers = {"post-trained": root / "teacher-sft" / CHECKPOINT}
+    if args.bigger:
+        teachers["bigger"] = pretrain(args.scale, out=bigger_teacher_dir(args.scale), device=args.device,
+                                      model_config=BIGGER)  # fmt: skip
+    cascade = Cascade(parent_dir(args.scale) / CHECKPOINT, root, args.scale, device=args.device)
+    rows = run_teacher_ablation(cascade, teachers, args.scale)
+    file = write_teacher_ablation(rows, args.scale)
+    columns = list(rows[0])
+    print(format_table([columns, *([str(r[c]) for c in columns] for r in rows)]))
+    print(f"wrote {file}")
+
+
 def _scale_and_device(s: argparse.ArgumentParser) -> None:
     s.add_argument("--scale", choices=("ci", "default"), default="default", help="minimistral/scales.py")
     s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
@@ -289,6 +330,28 @@ def build_parser() -> argparse.ArgumentParser:
     _scale_and_device(s)
     s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")
     s.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser(
+        "teachers",
+        help="the teacher ablations (paper Figures 3-4): tiny-3b Short distilled from other teachers, scored",
+    )
+    _scale_and_device(s)
+    s.add_argument("--bigger", action="store_true", help="also pretrain a bigger teacher and distil from it (long)")
+    s.set_defaults(func=cmd_teachers)
+
+    s = sub.add_parser(
+        "plan",
+        help="memory per device of training a model, alone or distilled from a teacher, under DDP and FSDP2",
+    )
+    s.add_argument("--student", required=True, help="a name of arch.config's CONFIGS or TINY_CONFIGS")
+    s.add_argument("--teacher", default=None, help="distil from this model (default: plain training)")
+    s.add_argument("--gpus", type=int, required=True, help="devices; FSDP2 shards over all of them")
+    s.add_argument("--gpu-memory", type=float, required=True, help="GB per device (1 GB = 1e9 bytes)")
+    s.add_argument("--seq", type=int, default=16384, help="tokens per sequence")
+    s.add_argument("--batch", type=int, default=1, help="sequences per device per micro-batch")
+    s.add_argument("--teacher-dtype", choices=sorted(DTYPES), default="bf16", help="the teacher's weights")
+    s.add_argument("--chunk-size", type=int, default=None, help="tokens per KL chunk (default: DistillLoss's, 1024)")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser(
         "convert",

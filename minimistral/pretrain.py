@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from einops import rearrange
 
-from minimistral.arch.config import TINY_CONFIGS
+from minimistral.arch.config import TINY_CONFIGS, ModelConfig
 from minimistral.arch.generate import generate
 from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3, default_device
@@ -43,19 +43,21 @@ def pretrain(
     corpus: Corpus | None = None,
     compile: bool | None = None,
     max_steps: int | None = None,
+    model_config: ModelConfig | None = None,
 ) -> Path:
     """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir.
 
     ``compile``: run the engine under ``torch.compile`` with the fused AdamW (``TrainConfig.compile``);
     default: the scale's setting (on at the default scale, where it works). ``max_steps``: stop after that
     many steps of the same run (a smoke test; running again continues it). Under ``torchrun`` every process
-    runs this and the engine trains data-parallel (``minimistral.distributed``).
+    runs this and the engine trains data-parallel (``minimistral.distributed``). ``model_config``: another
+    model trained the same way (the bigger teacher of ``cascade.teachers``); default ``tiny-24b``.
     """
     s = get_scale(scale).pretrain
     out = Path(out) if out else parent_dir(scale)
     corpus = corpus or build_corpus()
     torch.manual_seed(0)
-    model = Ministral3(TINY_CONFIGS[PARENT])
+    model = Ministral3(model_config or TINY_CONFIGS[PARENT])
     cfg = TrainConfig(
         steps=s.steps,
         batch_size=s.batch_size,
@@ -79,7 +81,7 @@ def pretrain(
         val_data=Windows(val),
         device=device or default_device(),
         extra_files={"tokenizer.json": corpus.tokenizer_path},
-        desc=f"pretrain {PARENT} ({scale})",
+        desc=f"pretrain {PARENT if model_config is None else 'a bigger teacher'} ({scale})",
     )
     trainer.fit(max_steps)
     return out / CHECKPOINT

@@ -154,3 +154,22 @@ def test_claim_runs_see_exactly_the_budget_and_score_in_one_table(cascade):
         {"cascade_table3": [{"evaluation": "x", "tiny-24b": 1.0}], "cascade_stages": [], "cascade_claims": rows}
     )
     assert "Claims at equal tokens" in text and "scratch_4x" in text
+
+
+def test_teacher_ablation_reruns_the_short_stage_from_another_teacher(cascade, parent_dir, tmp_path_factory):
+    from minimistral.cascade.teachers import BIGGER, run_teacher_ablation, taught
+
+    own = cascade.checkpoint(Stage("tiny-3b", "short"))
+    same = taught(cascade, "parent-again", parent_dir)  # the same Init, windows, steps, order and teacher
+    assert torch.equal(from_pretrained(same).lm_head.weight, from_pretrained(own).lm_head.weight)
+    bigger = tmp_path_factory.mktemp("bigger")
+    torch.manual_seed(1)
+    save_pretrained(Ministral3(BIGGER), bigger)
+    rows = run_teacher_ablation(cascade, {"bigger": bigger}, "ci")
+    assert not torch.equal(from_pretrained(cascade.root / "teachers" / "bigger" / "checkpoint").lm_head.weight,
+                           from_pretrained(own).lm_head.weight)  # fmt: skip
+    assert rows[0] == {"evaluation": "teacher parameters", "parent": count_parameters(TINY_CONFIGS["tiny-24b"]),
+                       "bigger": count_parameters(BIGGER)}  # fmt: skip
+    assert {"Math exact match, greedy (%)", "Bits per byte, math (lower is better)"} <= {r["evaluation"] for r in rows}
+    with pytest.raises(ValueError, match="teacher 'missing': no checkpoint"):
+        run_teacher_ablation(cascade, {"missing": bigger / "nothing"}, "ci")

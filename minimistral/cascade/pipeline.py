@@ -251,11 +251,13 @@ class Cascade:
             shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
 
     def distill_stage(
-        self, stage: Stage, student, out: Path | None = None, desc: str | None = None, seed: int = 0
-    ) -> Path:
+        self, stage: Stage, student, out: Path | None = None, desc: str | None = None, seed: int = 0,
+        teacher: Path | None = None,
+    ) -> Path:  # fmt: skip
         """A Short or Base stage: ``student()`` (built only when there is training to do) distilled from the parent.
 
-        ``out``, ``desc`` and ``seed`` (the data order) let an ablation rerun the same stage otherwise.
+        ``out``, ``desc``, ``seed`` (the data order) and ``teacher`` (another checkpoint to distil from) let an
+        ablation rerun the same stage otherwise.
         """
         out = out or self.stage_dir(stage)
         cfg = dataclasses.replace(train_config(stage.kind, self.scale), seed=seed)
@@ -263,7 +265,8 @@ class Cascade:
             return out / CHECKPOINT
         self.write_plan()
         short = stage.kind == "short"
-        teacher = self.parent if short else long_context_teacher(self.parent)
+        teacher = self.parent if teacher is None else from_pretrained(teacher, device=self.device).eval()
+        teacher = teacher if short else long_context_teacher(teacher)
         return distill(
             student() if callable(student) else student,
             teacher,
