@@ -204,29 +204,14 @@ def cmd_plan(args) -> None:
 
 
 def cmd_teachers(args) -> None:
-    from minimistral.cascade.pipeline import Cascade
-    from minimistral.cascade.teachers import (
-        BIGGER,
-        bigger_teacher_dir,
-        run_teacher_ablation,
-        write_teacher_ablation,
-    )
+    from minimistral.cascade.teachers import teacher_ablation
     from minimistral.files import format_table
-    from minimistral.paths import cascade_dir, parent_dir
-    from minimistral.pretrain import pretrain
-    from minimistral.train import CHECKPOINT
+    from minimistral.paths import results_dir
 
-    root = cascade_dir(args.scale)
-    teachers = {"post-trained": root / "teacher-sft" / CHECKPOINT}
-    if args.bigger:
-        teachers["bigger"] = pretrain(args.scale, out=bigger_teacher_dir(args.scale), device=args.device,
-                                      model_config=BIGGER)  # fmt: skip
-    cascade = Cascade(parent_dir(args.scale) / CHECKPOINT, root, args.scale, device=args.device)
-    rows = run_teacher_ablation(cascade, teachers, args.scale)
-    file = write_teacher_ablation(rows, args.scale)
+    rows = teacher_ablation(args.scale, bigger=args.bigger, device=args.device)
     columns = list(rows[0])
     print(format_table([columns, *([str(r[c]) for c in columns] for r in rows)]))
-    print(f"wrote {file}")
+    print(f"wrote {results_dir(args.scale) / 'teacher_ablation.csv'}")
 
 
 def _scale_and_device(s: argparse.ArgumentParser) -> None:

@@ -27,8 +27,10 @@ from minimistral.arch.params import count_parameters
 from minimistral.cascade.pipeline import Cascade, Stage
 from minimistral.evaluate.tasks import task_table
 from minimistral.files import write_csv
-from minimistral.paths import results_dir, runs_dir
+from minimistral.paths import cascade_dir, parent_dir, results_dir, runs_dir
+from minimistral.pretrain import pretrain
 from minimistral.scales import get_scale
+from minimistral.train import CHECKPOINT
 
 CHILD = "tiny-3b"
 # The bigger teacher: the parent's shape with 12 layers (not 8) and a 384-wide residual stream: 1.7x its parameters
@@ -65,7 +67,14 @@ def run_teacher_ablation(cascade: Cascade, teachers: dict[str, Path], scale: str
     return [params, *({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows)]
 
 
-def write_teacher_ablation(rows: list[dict], scale: str) -> Path:
-    file = results_dir(scale) / "teacher_ablation.csv"
-    write_csv(rows, file)
-    return file
+def teacher_ablation(scale: str, bigger: bool = False, device=None) -> list[dict]:
+    """The ablation on the driver's run at ``scale`` (its cascade and ``teacher-sft``), written to
+    ``<results>/teacher_ablation.csv``; ``bigger``: pretrain the bigger teacher too (or resume it) and add it."""
+    root = cascade_dir(scale)
+    teachers = {"post-trained": root / "teacher-sft" / CHECKPOINT}
+    if bigger:
+        teachers["bigger"] = pretrain(scale, out=bigger_teacher_dir(scale), device=device, model_config=BIGGER)
+    cascade = Cascade(parent_dir(scale) / CHECKPOINT, root, scale, device=device)
+    rows = run_teacher_ablation(cascade, teachers, scale)
+    write_csv(rows, results_dir(scale) / "teacher_ablation.csv")
+    return rows
