@@ -205,12 +205,10 @@ def cmd_plan(args) -> None:
 
 def cmd_teachers(args) -> None:
     from minimistral.cascade.teachers import teacher_ablation
-    from minimistral.files import format_table
+    from minimistral.evaluate.paper_tables import table_text
     from minimistral.paths import results_dir
 
-    rows = teacher_ablation(args.scale, bigger=args.bigger, device=args.device)
-    columns = list(rows[0])
-    print(format_table([columns, *([str(r[c]) for c in columns] for r in rows)]))
+    print(table_text(teacher_ablation(args.scale, bigger=args.bigger, device=args.device)))
     print(f"wrote {results_dir(args.scale) / 'teacher_ablation.csv'}")
 
 
