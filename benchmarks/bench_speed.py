@@ -102,6 +102,18 @@ def bench_config() -> ModelConfig:
     )
 
 
+def shape_configs(quick: bool) -> dict[str, ModelConfig]:
+    """The shapes every ratio must hold on: layers x width (8 query / 2 KV heads, FFN 3x the width)."""
+    base = bench_config()
+    dims = ((2, 128),) if quick else ((6, 256), (12, 512))
+    return {
+        f"{layers}x{width}": base.replace(
+            num_hidden_layers=layers, hidden_size=width, intermediate_size=3 * width, head_dim=width // 8
+        )
+        for layers, width in dims
+    }
+
+
 def shapes(quick: bool) -> dict:
     """Batch and sequence sizes per metric."""
     if quick:
@@ -175,9 +187,10 @@ def bench_prefill(ours, theirs, cfg, batch, seq, repeats, warmup) -> dict:
     return per_token(interleaved(fns, repeats, warmup), batch * seq)
 
 
-def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup) -> dict:
-    """Greedy decoding at batch 1; also checks that both sides emit ``new_tokens`` identical tokens."""
-    ids = torch.randint(cfg.vocab_size, (1, prompt_len))
+def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup, batch: int = 1) -> dict:
+    """Greedy decoding of ``batch`` prompts at once; also checks that both sides emit ``new_tokens`` identical tokens
+    per row (tokens/s counts every row's)."""
+    ids = torch.randint(cfg.vocab_size, (batch, prompt_len))
     mask = torch.ones_like(ids)  # explicit: a random prompt may contain the pad id, which HF would mask
     outputs: dict[str, torch.Tensor] = {}
 
@@ -189,11 +202,11 @@ def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup) -> 
             ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
         )
 
-    result = per_token(interleaved({"ours": run_ours, "theirs": run_theirs}, repeats, warmup), new_tokens)
-    a, b = outputs["ours"][0, prompt_len:], outputs["theirs"][0, prompt_len:]
-    if len(a) != new_tokens or len(b) != new_tokens:
-        raise RuntimeError(f"expected {new_tokens} new tokens, got ours {len(a)}, transformers {len(b)}")
-    differ = (a != b).nonzero()
+    result = per_token(interleaved({"ours": run_ours, "theirs": run_theirs}, repeats, warmup), batch * new_tokens)
+    a, b = outputs["ours"][:, prompt_len:], outputs["theirs"][:, prompt_len:]
+    if a.shape[1] != new_tokens or b.shape[1] != new_tokens:
+        raise RuntimeError(f"expected {new_tokens} new tokens, got ours {a.shape[1]}, transformers {b.shape[1]}")
+    differ = (a != b).any(0).nonzero()  # the first new-token position where any row differs
     result["tokens_match"] = bool(len(differ) == 0)
     result["first_mismatch"] = int(differ[0]) if len(differ) else None
     return result
@@ -353,6 +366,7 @@ def main(argv=None) -> dict:
     detail = "" if match else f" (first difference at new token {results['decode']['first_mismatch']})"
     print(f"decode outputs identical: {match}{detail}")
 
+    results["across_shapes"] = shapes_section(sizes, repeats, args)
     results["mfu"] = mfu_section(cfg, sizes, repeats, args)
     report = {"environment": env, "shapes": {**sizes, "repeats": repeats}, "results": results}
     if args.json:
@@ -360,6 +374,30 @@ def main(argv=None) -> dict:
             json.dump(report, f, indent=2, default=str)
         print(f"wrote {args.json}")
     return report
+
+
+def shapes_section(sizes: dict, repeats: int, args) -> dict:
+    """Training and greedy decoding at batch 1 and 8 on every shape of ``shape_configs``, each ratio printed."""
+    (tb, ts), new = sizes["train"], sizes["new_tokens"]
+    out = {}
+    header = f"\n{'shape':<8} {'metric':<22} {'minimistral':>12} {'transformers':>13} {'ratio':>7} {'target':>7}"
+    header += f" {'paired':>7} {'best':>7}  verdict       identical"
+    print(header + "\n" + "-" * (len(header) - 1))
+    for name, cfg in shape_configs(args.quick).items():
+        ours, theirs = build_models(cfg, args.seed)
+        torch.manual_seed(args.seed + 1)
+        out[f"{name} training ({tb}x{ts})"] = bench_training(ours, theirs, cfg, tb, ts, repeats, args.warmup)
+        for batch in (1, 8):
+            r = bench_decode(ours, theirs, cfg, sizes["prompt"], new, repeats, args.warmup, batch=batch)
+            out[f"{name} decode ({batch}x{new} new)"] = r
+    for key, r in out.items():
+        name, label = key.split(" ", 1)
+        target = TARGETS[label.split()[0]]
+        ratios = f"{r['ratio']:>6.3f}x {f'>={target:.1f}x':>7} {r['paired_ratio']:>6.3f}x {r['best_ratio']:>6.3f}x"
+        same = str(r.get("tokens_match", ""))
+        line = f"{name:<8} {label:<22} {r['ours']:>12,.0f} {r['theirs']:>13,.0f} {ratios}"
+        print(f"{line}  {verdict(r, target):<12}  {same}")
+    return out
 
 
 def mfu_section(cfg: ModelConfig, sizes: dict, repeats: int, args) -> dict:
