@@ -29,6 +29,8 @@ Metrics (all tokens/s, higher is better)
    cache (``minimistral.posttrain.rollouts.sample``, what each RL iteration runs) against
    ``hf.generate(do_sample=True)`` on the same repeated prompt; tokens = G x N (a row that writes
    ``</s>`` early still rides along in the batch, on both sides).
+5. across shapes: training and greedy decoding at batch 1 and batch 8 again on a 6-layer, 256-wide and a
+   12-layer, 512-wide model (``shape_configs``), every ratio printed, the decoded tokens compared row by row.
 
 Model-FLOPs utilisation (MFU)
 -----------------------------
