@@ -161,6 +161,7 @@ def cmd_cascade(args) -> None:
     from minimistral.cascade.claims import run_claims
     from minimistral.cascade.pipeline import Cascade, stage_named
     from minimistral.cascade.report import format_summary, report
+    from minimistral.distributed import rank_world
     from minimistral.longctx.study import run_longctx_study
     from minimistral.paths import cascade_dir, parent_dir
 
@@ -173,6 +174,11 @@ def cmd_cascade(args) -> None:
     if args.restart_from:
         cascade.restart_from(args.restart_from)
     cascade.run()
+    if rank_world()[1] > 1:  # the claims train single runs and the report writes tables: one process
+        if rank_world()[0] == 0:
+            print(f"the cascade's checkpoints are in {cascade.root}; run `minimistral cascade` again in one process "
+                  "for the claims and the report (each finished stage returns at once)")  # fmt: skip
+        return
     if not args.no_claims:
         run_claims(cascade)
     longctx = None if args.no_longctx else run_longctx_study(cascade, args.scale)

@@ -131,3 +131,58 @@ def test_torchrun_pretrain_matches_one_process(tmp_path):
     subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--out", str(tmp_path / "two")], check=True, env=env)
     assert close(losses(tmp_path / "two")[0], losses(tmp_path / "one")[0])
     assert len(losses(tmp_path / "one")[0]) >= 1
+
+
+def _cascade_worker(rank, world, port, parent, root):
+    from minimistral.cascade.pipeline import Cascade
+    from minimistral.scales import CascadeScale
+
+    micro = CascadeScale(
+        short_steps=2,
+        long_steps=1,
+        batch_size=8,
+        warmup_steps=1,
+        calib_windows=4,
+        eval_every=1,
+        eval_batches=1,
+        ckpt_every=1,
+    )  # fmt: skip; the long stage takes batch 8 / 4 = 2, one per rank
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        Cascade(parent, root, micro, device="cpu").run()
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def test_the_cascade_under_two_processes_matches_one(tmp_path):
+    """Every stage of Algorithm 1 under torchrun: rank 0 prunes, every rank distils; the same run as one process."""
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import save_pretrained
+    from minimistral.cascade.pipeline import training_curve
+
+    parent = tmp_path / "parent"
+    torch.manual_seed(0)
+    save_pretrained(minimistral.Ministral3(TINY_CONFIGS["tiny-24b"]), parent)
+    _cascade_worker(0, 1, 0, parent, tmp_path / "one")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_cascade_worker, args=(2, port, parent, tmp_path / "two"), nprocs=2)
+    one, two = list(training_curve(tmp_path / "one")), list(training_curve(tmp_path / "two"))
+    assert [r["stage"] for r in one] == [r["stage"] for r in two] and len(one) > 0
+    first = [k for k, r in enumerate(one) if r["stage"].startswith("tiny-14b")]  # pruned from the same parent
+    l1, l2 = [r["loss"] for r in one], [r["loss"] for r in two]
+    assert close([l2[k] for k in first], [l1[k] for k in first], rel=1e-4)
+    from minimistral.arch.hub import from_pretrained
+
+    ids = torch.randint(0, 4096, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = (from_pretrained(tmp_path / d / "tiny-14b-long" / "checkpoint")(ids) for d in ("one", "two"))
+    assert torch.allclose(a, b, atol=1e-3)  # ~1e-4 apart: Adam magnifies last-bit gradient differences
+    # The next children are pruned from a Short stage that differs in the last bits; on this random parent the
+    # hidden-size PCA has near-tied eigenvalues, so their bases (not their losses) may differ between the runs.
+    assert close(l2, l1, rel=1e-3)

@@ -40,6 +40,7 @@ from minimistral.arch.model import Ministral3, default_device
 from minimistral.arch.params import count_parameters
 from minimistral.data.corpus import Corpus, build_corpus, windows
 from minimistral.distill import DistillLoss, distill
+from minimistral.distributed import barrier, rank_world
 from minimistral.evaluate.loss import validation_windows
 from minimistral.longctx.positions import long_context_teacher, long_documents, rescaled
 from minimistral.prune.heuristics import prune
@@ -212,7 +213,11 @@ class Cascade:
     def prune(self, source: Path, child: str) -> Path:
         """``<child> Init``: ``source`` pruned to ``child``'s shape (Algorithm 2), calibrated on its next slice."""
         stage = Stage(child, "init")
+        barrier()  # under torchrun every rank reads the same answer below
         if self.is_done(stage):
+            return self.checkpoint(stage)
+        if rank_world()[0] != 0:  # rank 0 prunes, the others wait for its checkpoint
+            barrier()
             return self.checkpoint(stage)
         self.write_plan()
         model = from_pretrained(source, device=self.device)
@@ -223,6 +228,7 @@ class Cascade:
         save_pretrained(pruned, tmp)
         shutil.copy2(self.corpus.tokenizer_path, tmp / "tokenizer.json")
         tmp.rename(final)  # atomic: a half-written Init is never mistaken for a finished one
+        barrier()
         return final
 
     def distil_short(self, init: Path, child: str) -> Path:
@@ -282,7 +288,9 @@ class Cascade:
         )
 
     def write_plan(self) -> None:
-        """``plan.json``: the scale and the stages in the order they run."""
+        """``plan.json``: the scale and the stages in the order they run (written by rank 0 alone)."""
+        if rank_world()[0] != 0:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         plan = {"scale": self.scale_name, "settings": asdict(self.scale), "parent": str(self.parent_checkpoint)}
         plan["stages"] = [{"stage": s.name, "paper": s.paper_name} for s in STAGES]
