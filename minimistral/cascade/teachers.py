@@ -61,7 +61,7 @@ def run_teacher_ablation(cascade: Cascade, teachers: dict[str, Path], scale: str
     r = get_scale(scale).report
     rows = task_table(students, cascade.corpus, n_math=r.n_math, n_cloze=r.n_cloze, eval_windows=r.per_source,
                       device=cascade.device)  # fmt: skip
-    sizes = {"parent": count_parameters(TINY_CONFIGS["tiny-24b"])}
+    sizes = {"parent": count_parameters(load_config(cascade.parent_checkpoint))}
     sizes |= {name: count_parameters(load_config(ck)) for name, ck in teachers.items()}
     params = {"evaluation": "teacher parameters"} | {name: sizes[name] for name in students}
     return [params, *({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows)]

@@ -163,21 +163,20 @@ class GRPOTrainer(Trainer):
         self.apply_lr()
         self.train_model.train()
         mask = batch["mask"]
+        weight, tokens = self.token_weight(int(mask.sum()))  # (this rank's share, over all ranks)
         with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
-            loss, logp, old = self.optimise(batch, ref, mask)
+            loss, logp, old = self.optimise(batch, ref, mask, weight)
         ratio = torch.exp(logp.detach() - old)[mask]
         clipped = ((ratio - 1).abs() > self.rl.clip_eps).float().mean()
-        weight, tokens = self.token_weight(int(mask.sum()))  # (this rank's share, over all ranks)
         self.step += 1
         self.tokens += tokens
         scalars = {k: float(v) * weight for k, v in (stats | {"loss": loss.detach(), "clipped": clipped}).items()}
         return self.sum_scalars(scalars), tokens
 
-    def optimise(self, batch, ref, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def optimise(self, batch, ref, mask, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``rl.inner_steps`` optimizer steps of :func:`grpo_loss` on one batch of rollouts; returns the last loss,
         the last log-probabilities and those of the policy that sampled (the first pass's, as no step has run)."""
-        old = None
-        weight = self.token_weight(int(mask.sum()))[0]  # this rank's share of the tokens (1.0: one process)
+        old = None  # ``weight``: this rank's share of the tokens (1.0: one process)
         for _ in range(self.rl.inner_steps):
             logp = token_logprobs(self.train_model, batch)  # [n, T]
             old = logp.detach() if old is None else old
