@@ -13,6 +13,13 @@ engine then trains one model data-parallel, the same run as one process would do
   DDP's wrapper does not allow, and because a learner can read it in ten lines;
 * rank 0 alone logs and writes checkpoints (atomically); every rank reads them to resume, with any N.
 
+FSDP2 (``TrainConfig.fsdp``, ``--fsdp``) for a model that does not fit one device: :func:`shard` cuts the
+model into units (each decoder or vision block, then the rest: embeddings, final norm, head, projector)
+whose parameters are split over the ranks and gathered just before each unit's forward and backward.
+The gradients are reduce-scattered *summed* (divide factor 1), so the token weighting above carries
+over unchanged; checkpoints gather every tensor (:func:`full`) to rank 0, which writes the same HF
+directory and optimizer file as without FSDP: any run resumes with or without it, with any N.
+
 Single process (no ``torchrun``): every function here is a no-op or the identity, so the code paths
 are the same and one process gives bitwise the results it gave before.
 """
@@ -23,6 +30,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 def init_from_env() -> None:
@@ -87,3 +95,50 @@ def barrier() -> None:
     """Wait for every rank (e.g. until rank 0 has written a checkpoint the others will read)."""
     if rank_world()[1] > 1:
         dist.barrier()
+
+
+# ----------------------------------------------------------------------------- FSDP2
+def shard(module: torch.nn.Module, bf16: bool = False) -> torch.nn.Module:
+    """FSDP2 in place: every decoder and vision block is one unit, the root holds what is left.
+
+    Each unit's parameters become ``DTensor`` shards (dim 0 split over the ranks); the unit gathers
+    them before its forward (and again in backward) and frees the gathered copy after. ``bf16``: gather
+    and compute in bf16 (the parameters stay fp32 shards), gradients reduced in fp32. Returns ``module``.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from minimistral.arch.model import Block
+    from minimistral.vision.encoder import VisionBlock
+
+    device = next(module.parameters()).device.type
+    mesh = init_device_mesh(device, (rank_world()[1],))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+    options = {"mesh": mesh} | ({"mp_policy": policy} if policy else {})
+    units = [m for m in module.modules() if isinstance(m, Block | VisionBlock)]
+    for unit in [*units, module]:
+        fully_shard(unit, **options)
+        unit.set_gradient_divide_factor(1.0)  # sum over ranks: the losses are already token-weighted
+        unit.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
+    return module
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s parameters are FSDP2 shards."""
+    return any(isinstance(p, DTensor) for p in module.parameters())
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor on the CPU: a shard is gathered from every rank (each rank must call this, in the
+    same order), an ordinary tensor is returned as it is, on the CPU."""
+    if isinstance(tensor, DTensor):
+        tensor = tensor.full_tensor()
+    return tensor.detach().to("cpu")
+
+
+def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``value`` (a whole tensor read from a checkpoint) laid out as ``param``: this rank's shard if
+    ``param`` is a shard, else ``value`` on ``param``'s device."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value.to(param.device)

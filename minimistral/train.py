@@ -8,6 +8,8 @@ supplies the rest:
 
 * AdamW, linear warmup then cosine decay, gradient clipping, gradient accumulation;
 * bf16 autocast on CUDA, fp32 elsewhere; device auto-detection (cuda, mps, cpu);
+* optionally (``activation_checkpointing``) every block's activations recomputed in backward instead
+  of kept (one block's at a time: memory for depth traded for about a third more compute);
 * optionally (``compile=True``) ``torch.compile`` of the model and the fused AdamW kernel:
   the elementwise work (RMSNorm, RoPE, SiLU, the optimizer update) is fused into a few
   loops, 1.25x faster training on the project's 2-core CPU (see benchmarks/bench_speed.py),
@@ -20,7 +22,9 @@ supplies the rest:
 
 More than one process (``torchrun``): the same global micro-batch is split over the ranks, the
 gradients are summed over them (token-weighted, so the step equals one process's), and only rank 0
-logs and writes; a run resumes with any number of processes (``minimistral.distributed``).
+logs and writes; a run resumes with any number of processes (``minimistral.distributed``). With
+``fsdp`` the model (and a distillation loss's teacher) is sharded over the ranks with FSDP2 instead of
+copied on each; the steps are the same, and so are the checkpoints.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +48,18 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from minimistral.arch.hub import save_pretrained
-from minimistral.arch.model import Ministral3, default_device
-from minimistral.distributed import all_sum, barrier, broadcast_parameters, rank_world, sum_gradients
+from minimistral.arch.model import Ministral3, default_device, set_activation_checkpointing
+from minimistral.distributed import (
+    all_sum,
+    barrier,
+    broadcast_parameters,
+    full,
+    is_sharded,
+    like,
+    rank_world,
+    shard,
+    sum_gradients,
+)
 from minimistral.evaluate.loss import next_token_nll
 from minimistral.files import atomic_write
 
@@ -54,13 +68,22 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 CHECKPOINT = "checkpoint"
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("", "0")
+
+
 class ResumeError(RuntimeError):
     """A checkpoint cannot be resumed with the current settings; the message names the field."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation hyper-parameters. Fields above ``eval_every`` must match to resume a run."""
+    """Optimisation hyper-parameters. Fields above ``compile`` must match to resume a run.
+
+    ``fsdp`` and ``activation_checkpointing`` change how a step is computed, not what it computes; their
+    defaults come from the environment (``MINIMISTRAL_FSDP=1``, ``MINIMISTRAL_ACTIVATION_CHECKPOINTING=1``,
+    which the CLI's ``--fsdp`` and ``--activation-checkpointing`` set), so they reach every stage of a run.
+    """
 
     steps: int
     batch_size: int = 16  # sequences per micro-batch, over all processes (each takes batch_size / world)
@@ -76,12 +99,16 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or "fp32", "bf16"
     # --- free to change between a run and its resumption ---
     compile: bool = False  # torch.compile the model + fused AdamW (faster; not bitwise equal to eager)
+    fsdp: bool = field(default_factory=lambda: _env_flag("MINIMISTRAL_FSDP"))  # shard over ranks (FSDP2)
+    activation_checkpointing: bool = field(default_factory=lambda: _env_flag("MINIMISTRAL_ACTIVATION_CHECKPOINTING"))
     eval_every: int = 100
     eval_batches: int = 8  # validation micro-batches per evaluation (a fixed set of windows)
     ckpt_every: int = 100
     log_every: int = 10
 
-    RESUMABLE_CHANGES = ("compile", "eval_every", "eval_batches", "ckpt_every", "log_every")
+    RESUMABLE_CHANGES = (
+        "compile", "fsdp", "activation_checkpointing", "eval_every", "eval_batches", "ckpt_every", "log_every",
+    )  # fmt: skip
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -225,6 +252,10 @@ class Trainer:
             print(f"minimistral: torch.compile is off ({problem}); training eagerly", file=sys.stderr)
             self.cfg = cfg = dataclasses.replace(cfg, compile=False)
         self.rank, self.world = rank_world()
+        self.sharded = cfg.fsdp and self.world > 1  # FSDP2 (one process: nothing to shard over)
+        if self.sharded and cfg.compile:
+            print("minimistral: torch.compile with FSDP2 is not tested here; training eagerly", file=sys.stderr)
+            self.cfg = cfg = dataclasses.replace(cfg, compile=False)
         self.model = model.to(self.device)
         broadcast_parameters(self.model)  # every rank starts from rank 0's weights
         self.train_model = self.wrap_model(self.model)
@@ -237,12 +268,20 @@ class Trainer:
 
     # --- pieces a later stage may override -------------------------------------------
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module that runs forward/backward (DDP/FSDP would wrap ``model`` here); compiled on request.
+        """The module that runs forward/backward: ``model`` itself, its blocks checkpointed on request,
+        sharded in place with ``fsdp`` (and the loss's frozen teacher too, if it has one), compiled on request.
 
         Compiling drops the graphs of earlier models first: every stage of a run trains a new model
         through the same ``forward``, and without the reset dynamo stops compiling it (and trains
         eagerly) once ``recompile_limit`` (8) is reached: the default cascade hit it in its second stage.
         """
+        set_activation_checkpointing(model, self.cfg.activation_checkpointing)
+        if self.sharded:
+            bf16 = self.precision() == "bf16"
+            shard(model, bf16)
+            teacher = getattr(self.loss_fn, "teacher", None)  # DistillLoss, ResponseDistillLoss
+            if teacher is not None and not is_sharded(teacher):
+                shard(teacher.to(self.device), bf16)
         if not self.cfg.compile:
             return model
         torch.compiler.reset()
@@ -262,11 +301,14 @@ class Trainer:
         kernel = {"fused": True} if self.cfg.compile else {"foreach": True}
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), **kernel)
 
+    def precision(self) -> str:
+        """ "bf16" or "fp32": ``cfg.precision``, with "auto" = bf16 on a CUDA device that has it."""
+        if self.cfg.precision != "auto":
+            return self.cfg.precision
+        return "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
     def autocast(self):
-        precision = self.cfg.precision
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-        if precision == "bf16":
+        if self.precision() == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
@@ -304,7 +346,7 @@ class Trainer:
                 bar.update(1)
         except KeyboardInterrupt:
             bar.close()
-            if main:
+            if main and not self.sharded:  # (sharded: the other ranks may be gone; the last checkpoint stands)
                 self.write_checkpoint()
                 print(f"\ninterrupted: checkpoint at step {self.step} in {self.out / CHECKPOINT}; run again to resume")
             raise
@@ -341,7 +383,8 @@ class Trainer:
             for key, value in _scalars(out).items():
                 totals[key] = totals.get(key, 0.0) + value * weight / self.cfg.grad_accum
             total_tokens += tokens
-        sum_gradients(self.model.parameters())
+        if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
+            sum_gradients(self.model.parameters())
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -371,16 +414,31 @@ class Trainer:
         loss_fn = self.val_loss_fn or self.loss_fn
         n = min(len(self.val_data), self.cfg.eval_batches * self.cfg.batch_size)
         loss_sum, tokens = 0.0, 0
-        starts = range(0, n, self.cfg.batch_size)[self.rank :: self.world]  # the ranks share the batches
-        for start in starts:
-            batch = _to(self.val_data.batch(torch.arange(start, min(n, start + self.cfg.batch_size))), self.device)
+        for rows, weight in self.validation_rows(n):
+            batch = _to(self.val_data.batch(rows), self.device)
             with self.autocast():
                 out = loss_fn(self.train_model, batch)
-            loss_sum += out["loss"].item() * out["tokens"]
-            tokens += out["tokens"]
+            loss_sum += out["loss"].item() * out["tokens"] * weight
+            tokens += out["tokens"] * weight
         if self.world > 1:
             loss_sum, tokens = all_sum(torch.tensor([loss_sum, tokens], dtype=torch.float64)).tolist()
         return loss_sum / max(tokens, 1)
+
+    def validation_rows(self, n: int):
+        """(rows, weight) of the first ``n`` validation examples this rank scores, in batches of ``batch_size``.
+
+        Replicated models share out whole batches. Sharded ones must all run every forward (each gathers
+        the weights from every rank), so each rank takes its slice of every batch; a rank whose slice of
+        the last batch is empty scores one row with weight 0.
+        """
+        starts = range(0, n, self.cfg.batch_size)
+        if not self.sharded:
+            for start in starts[self.rank :: self.world]:
+                yield torch.arange(start, min(n, start + self.cfg.batch_size)), 1
+            return
+        for start in starts:
+            rows = torch.arange(start, min(n, start + self.cfg.batch_size))[self.rank :: self.world]
+            yield (rows, 1) if len(rows) else (torch.arange(start, start + 1), 0)
 
     # --- metrics ----------------------------------------------------------------------
     @property
@@ -424,24 +482,46 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Rank 0 writes the checkpoint (:meth:`write_checkpoint`); every rank waits until it is in place."""
+        """Rank 0 writes the checkpoint (:meth:`write_checkpoint`); every rank waits until it is in place.
+        Sharded, every rank first takes part in gathering the whole weights and optimizer state."""
+        gathered = self.gather() if self.sharded else {}
         if self.rank == 0:
-            self.write_checkpoint()
+            self.write_checkpoint(**gathered)
         barrier()
         return self.out / CHECKPOINT
 
-    def write_checkpoint(self) -> Path:
-        """Write weights (HF format), optimizer, RNG and trainer state to a temp dir, then swap it in."""
+    def gather(self) -> dict:
+        """The whole weights and optimizer state, gathered tensor by tensor onto the CPU (every rank calls
+        this; ranks other than 0 drop what they gathered): ``{"weights", "optimizer"}`` for :meth:`write_checkpoint`."""
+        keep = self.rank == 0
+
+        def gathered(items) -> dict:  # every rank gathers each tensor in turn; only rank 0 holds on to it
+            out = {}
+            for key, value in items:
+                value = full(value) if torch.is_tensor(value) else value
+                if keep:
+                    out[key] = value
+            return out
+
+        weights = gathered(self.model.state_dict().items())
+        state = self.optimizer.state_dict()
+        state["state"] = {i: gathered(moments.items()) for i, moments in state["state"].items()}
+        return {"weights": weights, "optimizer": state}
+
+    def write_checkpoint(self, weights: dict | None = None, optimizer: dict | None = None) -> Path:
+        """Write weights (HF format), optimizer, RNG and trainer state to a temp dir, then swap it in.
+        ``weights``, ``optimizer``: gathered by :meth:`gather` (default: the model's and optimizer's own)."""
         final = self.out / CHECKPOINT
         tmp = self.out / (CHECKPOINT + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_pretrained(self.model, tmp)
-        tensors = _flatten_optimizer(self.optimizer.state_dict())
+        optimizer = optimizer or self.optimizer.state_dict()
+        save_pretrained(self.model, tmp, state=weights)
+        tensors = _flatten_optimizer(optimizer)
         tensors["rng.cpu"] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         atomic_write(tmp / OPTIMIZER_FILE, tensors)
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer["param_groups"]]
         atomic_write(tmp / STATE_FILE, json.dumps(self.state() | {"param_groups": groups}, indent=2).encode())
         for name, src in self.extra_files.items():
             shutil.copy2(src, tmp / name)
@@ -464,13 +544,16 @@ class Trainer:
             params = dict(self.model.named_parameters())
             for name, _, _, tensor in read_tensors(d, vision=True):
                 if name in params:
-                    params[name].copy_(tensor)
+                    params[name].copy_(like(tensor, params[name]))
         tensors = load_file(d / OPTIMIZER_FILE)
         torch.set_rng_state(tensors.pop("rng.cpu"))
         cuda_rng = tensors.pop("rng.cuda", None)
         if cuda_rng is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(cuda_rng)
         opt_state = _unflatten_optimizer(tensors, self.device)
+        order = [p for g in self.optimizer.param_groups for p in g["params"]]  # state_dict's numbering
+        for i, s in opt_state["state"].items():  # moments laid out as their parameter (a shard, under FSDP2)
+            opt_state["state"][i] = {k: v if k == "step" else like(v, order[i]) for k, v in s.items()}
         opt_state["param_groups"] = [
             g | {"params": ours["params"]}
             for g, ours in zip(state["param_groups"], self.optimizer.state_dict()["param_groups"], strict=True)

@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun, on CPU with gloo: N processes train the same run as one process."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,32 +34,37 @@ def windows(n, seed):
     return Windows((torch.randint(0, 97, (n, 1), generator=g) + torch.arange(17)) % 97)
 
 
-def train(out, max_steps=None, rank=0):
+def train(out, max_steps=None, cfg=STEPS, rank=0):
     """One rank's part of the run: the same model on every rank, except that rank 1 starts from other weights
     (the engine must broadcast rank 0's)."""
     torch.manual_seed(rank)
-    trainer = Trainer(minimistral.Ministral3(CFG), STEPS, windows(40, 0), out, val_data=windows(8, 1), device="cpu")
+    trainer = Trainer(minimistral.Ministral3(CFG), cfg, windows(40, 0), out, val_data=windows(8, 1), device="cpu")
     trainer.fit(max_steps)
 
 
-def _worker(rank, world, port, out, max_steps):
+def _worker(rank, world, port, job, *args):
     os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        train(out, max_steps, rank)
+        job(*args, rank=rank)
     finally:
         dist.destroy_process_group()
 
 
-def run(out, world, max_steps=None):
+def spawn(world, job, *args):
+    """``job(*args, rank=r)`` in ``world`` processes joined by gloo (one process: called here)."""
     if world == 1:
-        train(out, max_steps)
+        job(*args)
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(world, port, str(out), max_steps), nprocs=world)
+    mp.spawn(_worker, args=(world, port, job, *args), nprocs=world)
+
+
+def run(out, world, max_steps=None, cfg=STEPS):
+    spawn(world, train, str(out), max_steps, cfg)
 
 
 def losses(out):
@@ -186,3 +192,54 @@ def test_the_cascade_under_two_processes_matches_one(tmp_path):
     # The next children are pruned from a Short stage that differs in the last bits; on this random parent the
     # hidden-size PCA has near-tied eigenvalues, so their bases (not their losses) may differ between the runs.
     assert close(l2, l1, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- FSDP2
+FSDP = dataclasses.replace(STEPS, fsdp=True)
+
+
+def test_fsdp2_trains_the_same_run_as_one_process_and_writes_an_ordinary_checkpoint(one, tmp_path):
+    run(tmp_path, 2, cfg=FSDP)
+    (train_1, val_1), (train_2, val_2) = losses(one), losses(tmp_path)
+    assert len(train_2) == 5 and close(train_2, train_1) and close(val_2, val_1)
+    w1, w2 = weights(one), weights(tmp_path)
+    assert w1.keys() == w2.keys() and all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)
+    ids = torch.arange(16)[None] % 97
+    with torch.no_grad():  # an HF directory as any other: from_pretrained reads it, no conversion
+        a, b = (minimistral.from_pretrained(d / "checkpoint")(ids) for d in (one, tmp_path))
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_an_interrupted_fsdp2_run_resumes_bitwise_and_resumes_without_fsdp2(tmp_path):
+    straight, stopped, unsharded = tmp_path / "straight", tmp_path / "stopped", tmp_path / "unsharded"
+    run(straight, 2, cfg=FSDP)
+    run(stopped, 2, max_steps=3, cfg=FSDP)
+    shutil.copytree(stopped, unsharded)
+    run(stopped, 2, cfg=FSDP)
+    assert losses(stopped) == losses(straight)
+    w1, w2 = weights(straight), weights(stopped)
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    run(unsharded, 1)  # the gathered optimizer state is the one a single process keeps
+    assert close(losses(unsharded)[0], losses(straight)[0])
+    assert all(torch.allclose(weights(unsharded)[k], w1[k], rtol=0, atol=1e-5) for k in w1)
+
+
+def distil(out, cfg, rank=0):
+    """Distil a 2-layer student from a wider 3-layer teacher; sharded, the teacher is sharded too."""
+    from minimistral.distill import distill
+    from minimistral.distributed import is_sharded, rank_world
+
+    torch.manual_seed(0)
+    teacher = minimistral.Ministral3(dataclasses.replace(CFG, hidden_size=48, num_hidden_layers=3))
+    student = minimistral.Ministral3(CFG)
+    distill(student, teacher, windows(40, 0), out, cfg, val_data=windows(8, 1), device="cpu")
+    assert is_sharded(teacher) == (cfg.fsdp and rank_world()[1] > 1)
+
+
+def test_fsdp2_distillation_shards_the_teacher_and_matches_one_process(tmp_path):
+    spawn(1, distil, str(tmp_path / "one"), STEPS)
+    spawn(2, distil, str(tmp_path / "two"), FSDP)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    for key in ("loss", "kl", "teacher_ce", "val_loss"):
+        a, b = [m[key] for m in one if key in m], [m[key] for m in two if key in m]
+        assert len(a) > 0 and close(b, a), key

@@ -167,3 +167,20 @@ def test_extra_scalars_are_logged_and_validation_may_use_another_loss(tmp_path):
     val = [m["val_loss"] for m in metrics if "val_loss" in m][-1]
     t.val_loss_fn = None  # validation falls back to the training loss
     assert val == pytest.approx(2 * t.evaluate(), rel=1e-6)
+
+
+def test_activation_checkpointing_trains_the_same_run_and_keeps_only_the_block_inputs(tmp_path):
+    """Each block recomputed in backward: bitwise the same steps; autograd no longer keeps the blocks' activations."""
+    from minimistral.arch.model import set_activation_checkpointing
+    from minimistral.plan import saved_activation_bytes
+
+    plain = trainer(tmp_path / "plain", steps=3).fit()
+    t = trainer(tmp_path / "ckpt", steps=3, activation_checkpointing=True)
+    assert t.model.model.checkpointing
+    assert [m.get("loss") for m in t.fit()] == [m.get("loss") for m in plain]
+    m, batch = model(), data(2).batch(torch.arange(2))
+    kept = saved_activation_bytes(m, batch)
+    set_activation_checkpointing(m)
+    assert saved_activation_bytes(m, batch) < kept / 3  # the head's and final norm's remain
+    with torch.no_grad():
+        assert torch.equal(m(batch), model()(batch))  # inference never recomputes

@@ -194,7 +194,9 @@ def _set_parameter(model: torch.nn.Module, name: str, value: torch.Tensor) -> No
     setattr(module, attr, torch.nn.Parameter(value, requires_grad=True))
 
 
-def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: int | None = None) -> Path:
+def save_pretrained(
+    model: Ministral3, path: str | os.PathLike, max_shard_size: int | None = None, state: dict | None = None
+) -> Path:
     """Write ``config.json`` and safetensors weights that transformers loads into the same model.
 
     A text model is a ``ministral3`` / ``mistral`` directory (``AutoModelForCausalLM``); a
@@ -202,12 +204,14 @@ def save_pretrained(model: Ministral3, path: str | os.PathLike, max_shard_size: 
 
     With ``max_shard_size`` (bytes) the weights are split into shards plus an index.
     Every file is written to a temporary name and renamed into place, so an
-    interrupted save never leaves a half-written file under a real name.
+    interrupted save never leaves a half-written file under a real name. ``state``: the weights to
+    write, by ``model.state_dict()`` name (default: the model's own; the engine passes the whole
+    tensors it gathered from FSDP2 shards).
     """
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     vision = getattr(model, "vision_config", None)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in (model.state_dict() if state is None else state).items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     state = {hf_name(k, vision is not None): v for k, v in state.items()}

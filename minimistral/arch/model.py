@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minimistral.arch.config import ModelConfig
 from minimistral.arch.rope import RotaryEmbedding, apply_rotary
@@ -170,6 +171,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = RotaryEmbedding(cfg)
+        self.checkpointing = False  # training: keep each block's input only, recompute the rest in backward
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, embeds=None) -> torch.Tensor:
         """Final hidden states ``[b, t, hidden]``; ``embeds`` replaces the token embeddings (images put in)."""
@@ -178,8 +180,9 @@ class Decoder(nn.Module):
         if cache is not None:
             cache.reserve(input_ids.shape[1])
         rope = self.rotary(past, input_ids.shape[1], x.device, x.dtype)  # absolute positions past..past+t-1
+        recompute = self.checkpointing and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.layers):
-            x = block(x, rope, i, cache)
+            x = checkpoint(block, x, rope, i, use_reentrant=False) if recompute else block(x, rope, i, cache)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.norm(x)
@@ -225,6 +228,15 @@ class Ministral3(nn.Module):
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool = True) -> None:
+    """Activation checkpointing for every decoder in ``model``: in training, each block keeps only its input
+    and recomputes its activations during backward (the same gradients, one block's activations alive at a
+    time instead of every block's, for one more forward of each block)."""
+    for module in model.modules():
+        if isinstance(module, Decoder):
+            module.checkpointing = on
 
 
 def skeleton(cfg: ModelConfig, vision=None) -> Ministral3:
