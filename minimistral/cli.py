@@ -7,6 +7,7 @@ Bad input (a missing file, a wrong shape, an unknown model_type ...) prints one 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,7 +22,6 @@ DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
-TOKENIZER_FILES = ("tekken.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def cmd_params(args) -> None:
@@ -143,9 +143,11 @@ def cmd_prune(args) -> None:
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file() and src.resolve() != dst.resolve():
-            shutil.copy2(src / name, dst / name)
+    from minimistral.data.tokenizer import tokenizer_files
+
+    for name, file in tokenizer_files(src).items():
+        if src.resolve() != dst.resolve():
+            shutil.copy2(file, dst / name)
 
 
 def cmd_prune_study(args) -> None:
@@ -218,6 +220,35 @@ def cmd_teachers(args) -> None:
     print(f"wrote {results_dir(args.scale) / 'teacher_ablation.csv'}")
 
 
+def cmd_distill(args) -> None:
+    from minimistral.distill import distill_checkpoint
+    from minimistral.distributed import rank_world
+    from minimistral.train import TrainConfig
+
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        min_lr=args.lr / 10, warmup_steps=min(args.warmup_steps, args.steps), eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every, log_every=args.log_every,
+    )  # fmt: skip
+    out = distill_checkpoint(
+        args.student, args.teacher, args.out, cfg, data=args.data, tokens=args.tokens, seq_len=args.seq_len,
+        teacher_dtype=DTYPES[args.teacher_dtype], device=args.device, max_steps=args.max_steps,
+    )  # fmt: skip
+    if rank_world()[0] == 0:
+        print(f"wrote {out}")
+
+
+ENGINE_FLAGS = {"fsdp": "MINIMISTRAL_FSDP", "activation_checkpointing": "MINIMISTRAL_ACTIVATION_CHECKPOINTING"}
+
+
+def _engine(s: argparse.ArgumentParser) -> None:
+    """The engine's how-to-compute options (minimistral.train.TrainConfig), for every stage the verb trains."""
+    s.add_argument("--fsdp", action="store_true", help="under torchrun: shard model and teacher over the ranks (FSDP2)")
+    s.add_argument(
+        "--activation-checkpointing", action="store_true", help="recompute each block in backward (less memory)"
+    )
+
+
 def _scale_and_device(s: argparse.ArgumentParser) -> None:
     s.add_argument("--scale", choices=("ci", "default"), default="default", help="minimistral/scales.py")
     s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
@@ -255,7 +286,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile + fused AdamW (default: on at the default scale where it works)",
     )
     s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (same schedule; resumes)")
+    _engine(s)
     s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser(
+        "distill",
+        help="distil a checkpoint (e.g. a pruned real one) from a teacher checkpoint, on text; torchrun-ready; resumes",
+    )
+    s.add_argument("--student", required=True, help="HF-format directory with its tokenizer (e.g. from prune)")
+    s.add_argument("--teacher", required=True, help="HF-format directory, the same vocabulary")
+    s.add_argument("--out", required=True, help="run directory; the student lands in OUT/checkpoint")
+    s.add_argument("--data", default="mixture", help="shakespeare, milton, math, mixture, or a UTF-8 .txt file")
+    s.add_argument("--tokens", type=int, default=1_000_000, help="tokens of --data to read")
+    s.add_argument("--seq-len", type=int, default=4096)
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch over all processes")
+    s.add_argument("--grad-accum", type=int, default=1)
+    s.add_argument("--lr", type=float, default=1e-4, help="peak; cosine to a tenth of it")
+    s.add_argument("--warmup-steps", type=int, default=50)
+    s.add_argument("--eval-every", type=int, default=100)
+    s.add_argument("--ckpt-every", type=int, default=100)
+    s.add_argument("--log-every", type=int, default=10)
+    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (same schedule; resumes)")
+    s.add_argument("--teacher-dtype", choices=sorted(DTYPES), default="bf16")
+    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    _engine(s)
+    s.set_defaults(func=cmd_distill)
 
     s = sub.add_parser("prune", help="prune a checkpoint: layers, then hidden size, then FFN (paper Algorithm 2)")
     s.add_argument("--checkpoint", required=True, help="any directory from_pretrained reads, with its tokenizer")
@@ -309,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--restart-from", default=None, metavar="STAGE", help="retrain this stage and every later one")
     s.add_argument("--no-claims", action="store_true", help="skip the equal-token comparisons")
     s.add_argument("--no-longctx", action="store_true", help="skip the long-context ablation and measurements")
+    _engine(s)
     s.set_defaults(func=cmd_cascade)
 
     s = sub.add_parser(
@@ -318,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _scale_and_device(s)
     s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")
+    _engine(s)
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser(
@@ -326,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _scale_and_device(s)
     s.add_argument("--bigger", action="store_true", help="also pretrain a bigger teacher and distil from it (long)")
+    _engine(s)
     s.set_defaults(func=cmd_teachers)
 
     s = sub.add_parser(
@@ -361,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     from minimistral.train import ResumeError
 
     args = build_parser().parse_args(argv)
+    for option, variable in ENGINE_FLAGS.items():  # read by TrainConfig in every stage the command runs
+        if getattr(args, option, False):
+            os.environ[variable] = "1"
     init_from_env()  # under torchrun: join the process group (minimistral.distributed)
     try:
         args.func(args)

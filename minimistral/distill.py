@@ -391,6 +391,7 @@ def distill(
     extra_files: dict[str, Path] | None = None,
     desc: str = "distill",
     device: str | torch.device | None = None,
+    max_steps: int | None = None,
 ) -> Path:
     r"""Algorithm 1's ``distill(model, data, teacher=parent)``: train ``student`` on a :class:`DistillLoss`.
 
@@ -420,5 +421,53 @@ def distill(
         device=device,
     )
     loss.to(trainer.device)
-    trainer.fit()
+    trainer.fit(max_steps)  # max_steps: stop early (a smoke test); running again continues
     return trainer.out / CHECKPOINT
+
+
+# ----------------------------------------------------------------------------- real checkpoints
+def distill_checkpoint(
+    student: str | os.PathLike,
+    teacher: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    data: str = "mixture",
+    tokens: int = 1_000_000,
+    seq_len: int = 4096,
+    teacher_dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device | None = None,
+    max_steps: int | None = None,
+) -> Path:
+    r"""``minimistral distill``: distil any checkpoint directory (e.g. a pruned real one) from another.
+
+    The student trains in fp32 (master weights; bf16 autocast on CUDA), the frozen teacher is held in
+    ``teacher_dtype``. Data: ``tokens`` of ``data`` (a project source, or a UTF-8 text file) encoded with
+    the student's tokenizer as windows of ``seq_len + 1``; the last 1 in 20 windows are held out for
+    validation (next-token loss, comparable with the teacher's). Under ``torchrun`` with ``cfg.fsdp``,
+    student and teacher are sharded over the ranks (FSDP2). Returns ``out_dir/checkpoint``: an HF
+    directory with the student's tokenizer, that resumes (run the same command again).
+    """
+    from minimistral.arch.hub import from_pretrained
+    from minimistral.data.corpus import text_windows
+    from minimistral.data.tokenizer import load_tokenizer, tokenizer_files
+    from minimistral.train import Windows
+
+    windows = text_windows(load_tokenizer(student), data, tokens, seq_len + 1)  # [n, seq_len + 1]
+    held = max(1, len(windows) // 20)
+    if len(windows) <= held:
+        raise ValueError(f"--tokens {tokens}: {len(windows)} windows of {seq_len + 1}; need at least 2")
+    s = from_pretrained(student, dtype=torch.float32, device="cpu")
+    t = from_pretrained(teacher, dtype=teacher_dtype, device="cpu")
+    return distill(
+        s,
+        t,
+        Windows(windows[:-held]),
+        out_dir,
+        cfg,
+        val_data=Windows(windows[-held:]),
+        val_loss_fn=lm_loss,
+        extra_files=tokenizer_files(student),
+        desc=f"distill {Path(student).name}",
+        device=device,
+        max_steps=max_steps,
+    )

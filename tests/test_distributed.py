@@ -243,3 +243,32 @@ def test_fsdp2_distillation_shards_the_teacher_and_matches_one_process(tmp_path)
     for key in ("loss", "kl", "teacher_ce", "val_loss"):
         a, b = [m[key] for m in one if key in m], [m[key] for m in two if key in m]
         assert len(a) > 0 and close(b, a), key
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(
+    sys.executable), "torchrun")), reason="no torchrun")  # fmt: skip
+def test_prune_then_distil_a_checkpoint_under_torchrun_with_fsdp2(tmp_path):
+    """The README's real-checkpoint recipe on a small transformers model: ``minimistral prune``, then
+    ``torchrun --nproc_per_node 2 -m minimistral distill --fsdp``: the same losses as one process."""
+    pytest.importorskip("transformers")
+    from test_prune import hf_checkpoint
+
+    from minimistral.cli import main
+
+    src, text = hf_checkpoint(tmp_path)
+    student = tmp_path / "student"
+    prune = ["prune", "--checkpoint", str(src), "--out", str(student), "--layers", "3", "--hidden", "32"]
+    assert main([*prune, "--calib", str(text), "--calib-tokens", "512", "--seq-len", "32"]) == 0
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    args = ["-m", "minimistral", "distill", "--student", str(student), "--teacher", str(src), "--data", str(text),
+            "--tokens", "2048", "--seq-len", "32", "--steps", "4", "--batch-size", "4", "--warmup-steps", "1",
+            "--lr", "1e-2", "--eval-every", "2", "--log-every", "1", "--device", "cpu"]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], check=True, env=env)
+    subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--fsdp", "--out", str(tmp_path / "two")], check=True,
+                   env=env)  # fmt: skip
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one[0]) == 4 and close(two[0], one[0]) and close(two[1], one[1])
+    assert (tmp_path / "two" / "checkpoint" / "tokenizer.json").is_file()
+    state = json.loads((tmp_path / "two" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["train_config"]["fsdp"] and state["world_size"] == 2

@@ -60,6 +60,7 @@ from minimistral.data.retrieval import (
 )
 from minimistral.data.sources import (
     PROSE_FILES,
+    SOURCES,
     VALIDATION_DOCS,
     install_dir,
     load_prose,
@@ -460,3 +461,30 @@ def build_corpus(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _read_corpus(final, root)
+
+
+def text_windows(tokenizer, source: str, n_tokens: int, width: int, argument: str = "--data") -> torch.Tensor:
+    """Up to ``n_tokens`` of text as consecutive token windows ``[n, width]``, encoded with ``tokenizer``
+    (any model's: pruning calibration and distillation of a real checkpoint use its own tokenizer).
+
+    ``source``: a source of the project's *training* split (``shakespeare``, ``milton``, ``math``, or
+    ``mixture`` for all three, documents spread over the split) or the path of a UTF-8 text file.
+    ``argument`` names the option in errors.
+    """
+    if Path(source).is_file():
+        texts = [Path(source).read_text(encoding="utf-8")]
+    elif source in (*SOURCES, "mixture"):
+        train = load_documents()["train"]
+        texts = [t for t, s in zip(train["text"], train["source"], strict=True) if source in (s, "mixture")]
+        texts = texts[:: max(1, len(texts) // 64)]  # spread over documents
+    else:
+        raise ValueError(f"{argument} {source!r}: not a file, nor one of {', '.join((*SOURCES, 'mixture'))}")
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer.encode(text))
+        if len(ids) >= n_tokens:
+            break
+    n = min(len(ids), n_tokens) // width
+    if n == 0:
+        raise ValueError(f"{argument} {source!r}: fewer than {width} tokens of text")
+    return torch.tensor(ids[: n * width]).view(n, width)

@@ -78,6 +78,14 @@ class Tokenizer:
         return self._decode(list(ids))
 
 
+TOKENIZER_FILES = ("tekken.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def tokenizer_files(path: str | os.PathLike) -> dict[str, Path]:
+    """The tokenizer files a checkpoint directory holds, by name (to copy them beside a model derived from it)."""
+    return {name: Path(path) / name for name in TOKENIZER_FILES if (Path(path) / name).is_file()}
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """The tokenizer stored in a checkpoint directory (``tekken.json`` preferred over ``tokenizer.json``)."""
     d = Path(path)

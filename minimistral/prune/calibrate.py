@@ -71,28 +71,9 @@ def calibration_batches(tokenizer, calib: str, n_tokens: int, seq_len: int, batc
     """``n_tokens`` of calibration text as input batches ``[b, seq_len]``, encoded with the model's tokenizer.
 
     ``calib`` is a source of the project's *training* split (``shakespeare``, ``milton``,
-    ``math``, or ``mixture`` for all three) or the path of a UTF-8 text file.
+    ``math``, or ``mixture`` for all three) or the path of a UTF-8 text file (``data.corpus.text_windows``).
     """
-    from pathlib import Path
+    from minimistral.data.corpus import text_windows
 
-    from minimistral.data.corpus import load_documents
-    from minimistral.data.sources import SOURCES
-
-    if Path(calib).is_file():
-        texts = [Path(calib).read_text(encoding="utf-8")]
-    elif calib in (*SOURCES, "mixture"):
-        train = load_documents()["train"]
-        texts = [t for t, s in zip(train["text"], train["source"], strict=True) if calib in (s, "mixture")]
-        texts = texts[:: max(1, len(texts) // 64)]  # spread over documents
-    else:
-        raise ValueError(f"--calib {calib!r}: not a file, nor one of {', '.join((*SOURCES, 'mixture'))}")
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer.encode(text))
-        if len(ids) >= n_tokens:
-            break
-    n = min(len(ids), n_tokens) // seq_len
-    if n == 0:
-        raise ValueError(f"--calib {calib!r}: fewer than {seq_len} tokens of text")
-    windows = torch.tensor(ids[: n * seq_len]).view(n, seq_len)
-    return [windows[i : i + batch_size] for i in range(0, n, batch_size)]
+    windows = text_windows(tokenizer, calib, n_tokens, seq_len, argument="--calib")  # [n, seq_len]
+    return [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
