@@ -6,8 +6,8 @@ over the ``--gpus`` devices), and whether each fits. Everything is arithmetic on
 (:func:`~minimistral.arch.params.count_parameters`, built on the meta device) and on the activation
 formula below, which :func:`saved_activation_bytes` measures on small models (tests/test_plan.py: equal
 within 0.1% in fp32, under CPU bf16 autocast, and on bf16 weights).
-Neither activation checkpointing nor FSDP2 is in the engine yet (README, "more than one process"):
-those columns say what they would need.
+The FSDP2 column is the engine's ``--fsdp`` (``distributed.shard``), the checkpointing rows its
+``--activation-checkpointing`` (README, "more than one process").
 
 Assumptions (the output header repeats them)
 --------------------------------------------

@@ -146,6 +146,7 @@ class GRPOTrainer(Trainer):
     groups whose rewards are all equal (no signal), response length, the share truncated, clipping.
     """
 
+    SHARDABLE = False  # each rank samples its own rollouts, of its own lengths
     SETTINGS = ("rl_config", "RL config")
 
     def __init__(self, model, cfg: TrainConfig, rl: RLConfig, prompts: Prompts, reward, out_dir, reference=None, **kw):

@@ -102,6 +102,7 @@ class ODPOTrainer(Trainer):
     responses, length, the implicit reward margin and how often its sign agrees with the judge.
     """
 
+    SHARDABLE = False  # each rank samples its own rollouts, of its own lengths
     SETTINGS = ("odpo_config", "ODPO config")
 
     def __init__(self, model, cfg: TrainConfig, odpo: ODPOConfig, prompts, texts, judge, tokenizer, out_dir,
