@@ -1,5 +1,11 @@
 """Speed of minimistral against transformers on CPU, fp32, with a ~10M-parameter Ministral 3 shaped model.
 
+On CUDA (``--device cuda``, the default where there is one) the same benchmark runs on the GPU: training
+under bf16 autocast with the fused AdamW kernel (what the engine does there), inference in fp32, every
+timed call between two ``torch.cuda.synchronize``, MFU against the bf16 matmul peak measured on the
+GPU in the same run (or ``--peak-tflops``, the datasheet's dense bf16 figure). No GPU was lent to this
+project's machines: the CUDA path is written, not yet run.
+
 Method
 ------
 * Same weights: one ``Ministral3`` is built under a fixed seed and its state dict is loaded
@@ -57,6 +63,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +74,17 @@ from minimistral import Ministral3, ModelConfig
 
 TARGETS = {"training": 1.0, "prefill": None, "decode": 1.5, "rollouts": None}  # minimum ratio ours / transformers
 MFU_TARGET = 0.5
+DEVICE = torch.device("cpu")  # set once by main() from --device
+
+
+def cuda() -> bool:
+    return DEVICE.type == "cuda"
+
+
+def sync() -> None:
+    """Wait for the GPU's queued work (a CUDA call returns before its kernels finish); nothing on the CPU."""
+    if cuda():
+        torch.cuda.synchronize()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,6 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--peak-tflops", type=float, default=None, help="MFU against this peak (default: measured)")
     return p.parse_args(argv)
 
 
@@ -126,10 +146,10 @@ def shapes(quick: bool) -> dict:
 def build_models(cfg: ModelConfig, seed: int) -> tuple[Ministral3, torch.nn.Module]:
     """Our model under ``seed`` and transformers' with the very same weights."""
     torch.manual_seed(seed)
-    ours = Ministral3(cfg).float()
+    ours = Ministral3(cfg).float().to(DEVICE)
     fields = cfg.to_hf_dict()  # ministral3 with the temperature, else mistral (the plain-RoPE parent)
     hf_config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
-    theirs = transformers.AutoModelForCausalLM.from_config(hf_config).float()
+    theirs = transformers.AutoModelForCausalLM.from_config(hf_config).float().to(DEVICE)
     theirs.load_state_dict(ours.state_dict(), strict=True)
     return ours.eval(), theirs.eval()
 
@@ -143,8 +163,10 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else reversed(names):
+            sync()
             start = time.perf_counter()
             fns[name]()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -153,14 +175,16 @@ def train_step_fn(model: torch.nn.Module, ids: torch.Tensor, hf: bool, compiled:
     """One optimiser step on a private copy of ``model``: next-token cross-entropy, backward, AdamW, zero_grad.
 
     ``compiled``: what ``TrainConfig(compile=True)`` runs, ``torch.compile`` of the model and the fused AdamW.
+    On CUDA, both sides as the engine trains there: bf16 autocast and the fused AdamW.
     """
     model = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if compiled else {}))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if compiled or cuda() else {}))
     run = torch.compile(model) if compiled else model
 
     def step() -> float:
-        logits = run(ids).logits if hf else run(ids)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda() else nullcontext():
+            logits = run(ids).logits if hf else run(ids)
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -178,13 +202,13 @@ def prefill_fn(model: torch.nn.Module, ids: torch.Tensor, hf: bool) -> Callable[
 
 
 def bench_training(ours, theirs, cfg, batch, seq, repeats, warmup) -> dict:
-    ids = torch.randint(cfg.vocab_size, (batch, seq))
+    ids = torch.randint(cfg.vocab_size, (batch, seq), device=DEVICE)
     fns = {"ours": train_step_fn(ours, ids, hf=False), "theirs": train_step_fn(theirs, ids, hf=True)}
     return per_token(interleaved(fns, repeats, warmup), batch * seq)
 
 
 def bench_prefill(ours, theirs, cfg, batch, seq, repeats, warmup) -> dict:
-    ids = torch.randint(cfg.vocab_size, (batch, seq))
+    ids = torch.randint(cfg.vocab_size, (batch, seq), device=DEVICE)
     fns = {"ours": prefill_fn(ours, ids, hf=False), "theirs": prefill_fn(theirs, ids, hf=True)}
     return per_token(interleaved(fns, repeats, warmup), batch * seq)
 
@@ -192,7 +216,7 @@ def bench_prefill(ours, theirs, cfg, batch, seq, repeats, warmup) -> dict:
 def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup, batch: int = 1) -> dict:
     """Greedy decoding of ``batch`` prompts at once; also checks that both sides emit ``new_tokens`` identical tokens
     per row (tokens/s counts every row's)."""
-    ids = torch.randint(cfg.vocab_size, (batch, prompt_len))
+    ids = torch.randint(cfg.vocab_size, (batch, prompt_len), device=DEVICE)
     mask = torch.ones_like(ids)  # explicit: a random prompt may contain the pad id, which HF would mask
     outputs: dict[str, torch.Tensor] = {}
 
@@ -215,15 +239,18 @@ def bench_decode(ours, theirs, cfg, prompt_len, new_tokens, repeats, warmup, bat
 
 
 def matmul_peak(sizes=(1024, 2048, 3072), repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of square matmuls ``n x n @ n x n`` (2 n^3 FLOPs each) on this machine."""
-    best = 0.0
+    """Best FLOP/s of square matmuls ``n x n @ n x n`` (2 n^3 FLOPs each) on this machine: fp32 on the CPU,
+    bf16 on CUDA (what autocast trains in)."""
+    best, dtype = 0.0, torch.bfloat16 if cuda() else torch.float32
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = (torch.randn(n, n, device=DEVICE, dtype=dtype) for _ in range(2))
         for _ in range(2):
             a @ b
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             a @ b
+            sync()
             best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best
 
@@ -239,7 +266,7 @@ def training_flops_per_token(cfg: ModelConfig, seq: int) -> float:
 def bench_mfu(cfg: ModelConfig, batch: int, seq: int, repeats: int, warmup: int, seed: int, peak: float) -> dict:
     """Training tokens/s of both sides (and of ours compiled) on ``cfg``, and what fraction of the matmul peak it is."""
     ours, theirs = build_models(cfg, seed)
-    ids = torch.randint(cfg.vocab_size, (batch, seq))
+    ids = torch.randint(cfg.vocab_size, (batch, seq), device=DEVICE)
     fns = {
         "ours": train_step_fn(ours, ids, hf=False),
         "theirs": train_step_fn(theirs, ids, hf=True),
@@ -279,9 +306,10 @@ def environment(cfg: ModelConfig, model: Ministral3, threads: int, args) -> dict
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name(DEVICE) if cuda() else None,
         "threads": threads,
-        "dtype": "float32",
-        "device": "cpu",
+        "dtype": "float32 (training: bf16 autocast)" if cuda() else "float32",
+        "device": str(DEVICE),
         "quick": args.quick,
         "seed": args.seed,
         "parameters": model.num_parameters(),
@@ -317,7 +345,7 @@ def bench_rollouts(ours, theirs, cfg, prompt_len, new_tokens, group, repeats, wa
     from minimistral.posttrain.rollouts import sample
 
     prompt = torch.randint(3, cfg.vocab_size, (prompt_len,)).tolist()
-    ids = torch.tensor([prompt] * group)
+    ids = torch.tensor([prompt] * group, device=DEVICE)
     mask = torch.ones_like(ids)
 
     def run_ours():
@@ -331,7 +359,11 @@ def bench_rollouts(ours, theirs, cfg, prompt_len, new_tokens, group, repeats, wa
 
 
 def main(argv=None) -> dict:
+    global DEVICE
     args = parse_args(argv)
+    DEVICE = torch.device(args.device)
+    if cuda() and not torch.cuda.is_available():
+        raise SystemExit("bench_speed.py: --device cuda: no CUDA device here")
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     sizes = shapes(args.quick)
@@ -339,7 +371,8 @@ def main(argv=None) -> dict:
     cfg = bench_config()
     ours, theirs = build_models(cfg, args.seed)
     env = environment(cfg, ours, torch.get_num_threads(), args)
-    print(f"torch {env['torch']}, transformers {env['transformers']}, threads {env['threads']}, fp32 on cpu")
+    where = f"{env['gpu']} (training under bf16 autocast)" if cuda() else "cpu"
+    print(f"torch {env['torch']}, transformers {env['transformers']}, threads {env['threads']}, fp32 on {where}")
     print(f"transformers attention: {theirs.config._attn_implementation}")
     print(f"config: {cfg}")
     print(f"parameters: {env['parameters']:,}  repeats: {repeats} (+{args.warmup} warm-up)\n")
@@ -402,17 +435,24 @@ def shapes_section(sizes: dict, repeats: int, args) -> dict:
     return out
 
 
+def env_gpu() -> str:
+    return torch.cuda.get_device_name(DEVICE) if cuda() else "cpu"
+
+
 def mfu_section(cfg: ModelConfig, sizes: dict, repeats: int, args) -> dict:
     """MFU of the bench config and of the pretraining workload (tiny-24b, 16 x 256), printed as a table."""
     from minimistral.arch.config import TINY_CONFIGS
 
-    peak = matmul_peak(sizes=(512, 1024) if args.quick else (1024, 2048, 3072))
+    sizes_n = (4096, 8192) if cuda() else (512, 1024) if args.quick else (1024, 2048, 3072)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_peak(sizes=sizes_n)
     (tb, ts) = sizes["train"]
     workloads = {f"bench config ({tb}x{ts})": (cfg, tb, ts)}
     if not args.quick:
         workloads["pretraining tiny-24b (16x256)"] = (TINY_CONFIGS["tiny-24b"].replace(eos_token_id=None), 16, 256)
     out = {}
-    print(f"\nmatmul peak, fp32, {torch.get_num_threads()} threads: {peak / 1e9:,.0f} GFLOP/s")
+    source = "given (--peak-tflops)" if args.peak_tflops else "measured"
+    kind = f"bf16 on {env_gpu()}" if cuda() else f"fp32, {torch.get_num_threads()} threads"
+    print(f"\nmatmul peak, {kind}, {source}: {peak / 1e9:,.0f} GFLOP/s")
     header = f"{'training workload':<32} {'GFLOP/token':>11} {'minimistral':>12} {'transformers':>13}"
     header += f" {'compiled':>9}  target  verdict"
     print(header + "\n" + "-" * len(header))

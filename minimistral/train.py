@@ -7,7 +7,7 @@ beside the loss), optionally a different ``val_loss_fn`` for validation; the eng
 supplies the rest:
 
 * AdamW, linear warmup then cosine decay, gradient clipping, gradient accumulation;
-* bf16 autocast on CUDA, fp32 elsewhere; device auto-detection (cuda, mps, cpu);
+* bf16 autocast and the fused AdamW kernel on CUDA, fp32 elsewhere; device auto-detection (cuda, mps, cpu);
 * optionally (``activation_checkpointing``) every block's activations recomputed in backward instead
   of kept (one block's at a time: memory for depth traded for about a third more compute);
 * optionally (``compile=True``) ``torch.compile`` of the model and the fused AdamW kernel:
@@ -293,7 +293,7 @@ class Trainer:
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the parameters that require grad; weight decay on matrices only (not on norm gains);
-        ``lr_scale(name)`` multiplies a parameter's learning rate; one fused kernel when compiling."""
+        ``lr_scale(name)`` multiplies a parameter's learning rate; one fused kernel on CUDA and when compiling."""
         groups: dict[tuple[bool, float], list] = {}
         for name, p in self.model.named_parameters():
             if p.requires_grad:
@@ -302,7 +302,7 @@ class Trainer:
             {"params": ps, "weight_decay": self.cfg.weight_decay if matrix else 0.0, "lr_scale": scale}
             for (matrix, scale), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))
         ]
-        kernel = {"fused": True} if self.cfg.compile else {"foreach": True}
+        kernel = {"fused": True} if self.cfg.compile or self.device.type == "cuda" else {"foreach": True}
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), **kernel)
 
     def precision(self) -> str:
