@@ -272,3 +272,21 @@ def test_prune_then_distil_a_checkpoint_under_torchrun_with_fsdp2(tmp_path):
     assert (tmp_path / "two" / "checkpoint" / "tokenizer.json").is_file()
     state = json.loads((tmp_path / "two" / "checkpoint" / "trainer_state.json").read_text())
     assert state["train_config"]["fsdp"] and state["world_size"] == 2
+
+
+class Replicated(Trainer):
+    SHARDABLE = False  # as GRPO, ODPO and the vision stages
+
+
+def train_replicated(out, cfg, rank=0):
+    from minimistral.distributed import is_sharded
+
+    torch.manual_seed(rank)
+    trainer = Replicated(minimistral.Ministral3(CFG), cfg, windows(40, 0), out, val_data=windows(8, 1), device="cpu")
+    assert not trainer.sharded and not is_sharded(trainer.model)
+    trainer.fit()
+
+
+def test_a_stage_that_cannot_be_sharded_trains_replicated_under_fsdp(one, tmp_path):
+    spawn(2, train_replicated, str(tmp_path), FSDP)
+    assert close(losses(tmp_path)[0], losses(one)[0])

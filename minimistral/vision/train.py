@@ -148,10 +148,18 @@ def _tokenizer_file(checkpoint: str | os.PathLike) -> dict[str, Path]:
     return {"tokenizer.json": file} if file.is_file() else {}
 
 
+class VisionTrainer(Trainer):
+    """The engine for the vision stages. Under ``--fsdp`` the model stays replicated: :func:`cell_loss` reads the
+    projector and the head outside the model's forward, where FSDP2 would hold only shards of them (and what
+    trains here, the projector, is small)."""
+
+    SHARDABLE = False
+
+
 def _trainer(model, cfg, data, out_dir, loss_fn, lm_lr_scale, val_data, device, desc, extra_files) -> Trainer:
     model.model.requires_grad_(lm_lr_scale > 0)
     model.lm_head.requires_grad_(lm_lr_scale > 0)
-    return Trainer(
+    return VisionTrainer(
         model,
         cfg,
         data,
