@@ -290,3 +290,11 @@ def train_replicated(out, cfg, rank=0):
 def test_a_stage_that_cannot_be_sharded_trains_replicated_under_fsdp(one, tmp_path):
     spawn(2, train_replicated, str(tmp_path), FSDP)
     assert close(losses(tmp_path)[0], losses(one)[0])
+
+
+def test_fsdp2_with_activation_checkpointing_trains_the_same_run(one, tmp_path):
+    """Each sharded block gathered again for its recomputation in backward: the steps do not change."""
+    run(tmp_path, 2, cfg=dataclasses.replace(FSDP, activation_checkpointing=True))
+    assert close(losses(tmp_path)[0], losses(one)[0]) and close(losses(tmp_path)[1], losses(one)[1])
+    w1, w2 = weights(one), weights(tmp_path)
+    assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)
