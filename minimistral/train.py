@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from torch.distributed.fsdp import FSDPModule
 from tqdm.auto import tqdm
 
 from minimistral.arch.hub import save_pretrained
@@ -284,7 +285,10 @@ class Trainer:
             bf16 = self.precision() == "bf16"
             shard(model, bf16)
             teacher = getattr(self.loss_fn, "teacher", None)  # DistillLoss, ResponseDistillLoss
-            if teacher is not None and not is_sharded(teacher):
+            if teacher is not None and not isinstance(teacher, FSDPModule):
+                if is_sharded(teacher):
+                    raise ValueError("teacher: holds FSDP2 shards of a model sharded earlier (shared weights); "
+                                     "give this run its own copy (from_pretrained)")  # fmt: skip
                 shard(teacher.to(self.device), bf16)
         if not self.cfg.compile:
             return model

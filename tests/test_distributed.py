@@ -139,7 +139,7 @@ def test_torchrun_pretrain_matches_one_process(tmp_path):
     assert len(losses(tmp_path / "one")[0]) >= 1
 
 
-def _cascade_worker(rank, world, port, parent, root):
+def _cascade_worker(rank, world, port, parent, root, fsdp=False):
     from minimistral.cascade.pipeline import Cascade
     from minimistral.scales import CascadeScale
 
@@ -153,7 +153,7 @@ def _cascade_worker(rank, world, port, parent, root):
         eval_batches=1,
         ckpt_every=1,
     )  # fmt: skip; the long stage takes batch 8 / 4 = 2, one per rank
-    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "MINIMISTRAL_FSDP": str(int(fsdp))}
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -165,29 +165,35 @@ def _cascade_worker(rank, world, port, parent, root):
 
 
 def test_the_cascade_under_two_processes_matches_one(tmp_path):
-    """Every stage of Algorithm 1 under torchrun: rank 0 prunes, every rank distils; the same run as one process."""
+    """Every stage of Algorithm 1 under torchrun: rank 0 prunes, every rank distils; the same run as one process,
+    replicated (DDP-style) and sharded (FSDP2, the parent teacher sharded too)."""
     from minimistral.arch.config import TINY_CONFIGS
     from minimistral.arch.hub import save_pretrained
-    from minimistral.cascade.pipeline import training_curve
 
     parent = tmp_path / "parent"
     torch.manual_seed(0)
     save_pretrained(minimistral.Ministral3(TINY_CONFIGS["tiny-24b"]), parent)
     _cascade_worker(0, 1, 0, parent, tmp_path / "one")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_cascade_worker, args=(2, port, parent, tmp_path / "two"), nprocs=2)
-    one, two = list(training_curve(tmp_path / "one")), list(training_curve(tmp_path / "two"))
-    assert [r["stage"] for r in one] == [r["stage"] for r in two] and len(one) > 0
-    first = [k for k, r in enumerate(one) if r["stage"].startswith("tiny-14b")]  # pruned from the same parent
-    l1, l2 = [r["loss"] for r in one], [r["loss"] for r in two]
-    assert close([l2[k] for k in first], [l1[k] for k in first], rel=1e-4)
-    from minimistral.arch.hub import from_pretrained
+    for name, fsdp in (("two", False), ("sharded", True)):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(_cascade_worker, args=(2, port, parent, tmp_path / name, fsdp), nprocs=2)
+        compare_cascades(tmp_path / "one", tmp_path / name)
 
+
+def compare_cascades(first, second):
+    from minimistral.arch.hub import from_pretrained
+    from minimistral.cascade.pipeline import training_curve
+
+    one, two = list(training_curve(first)), list(training_curve(second))
+    assert [r["stage"] for r in one] == [r["stage"] for r in two] and len(one) > 0
+    first_child = [k for k, r in enumerate(one) if r["stage"].startswith("tiny-14b")]  # pruned from the same parent
+    l1, l2 = [r["loss"] for r in one], [r["loss"] for r in two]
+    assert close([l2[k] for k in first_child], [l1[k] for k in first_child], rel=1e-4)
     ids = torch.randint(0, 4096, (2, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        a, b = (from_pretrained(tmp_path / d / "tiny-14b-long" / "checkpoint")(ids) for d in ("one", "two"))
+        a, b = (from_pretrained(d / "tiny-14b-long" / "checkpoint")(ids) for d in (first, second))
     assert torch.allclose(a, b, atol=1e-3)  # ~1e-4 apart: Adam magnifies last-bit gradient differences
     # The next children are pruned from a Short stage that differs in the last bits; on this random parent the
     # hidden-size PCA has near-tied eigenvalues, so their bases (not their losses) may differ between the runs.

@@ -271,7 +271,10 @@ class Cascade:
             return out / CHECKPOINT
         self.write_plan()
         short = stage.kind == "short"
-        teacher = self.parent if teacher is None else from_pretrained(teacher, device=self.device).eval()
+        if teacher is None and not (cfg.fsdp and rank_world()[1] > 1):
+            teacher = self.parent
+        else:  # another teacher, or FSDP2, which shards a teacher in place: each stage reads its own copy
+            teacher = from_pretrained(teacher or self.parent_checkpoint, device=self.device).eval()
         teacher = teacher if short else long_context_teacher(teacher)
         return distill(
             student() if callable(student) else student,
