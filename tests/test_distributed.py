@@ -304,3 +304,41 @@ def test_fsdp2_with_activation_checkpointing_trains_the_same_run(one, tmp_path):
     assert close(losses(tmp_path)[0], losses(one)[0]) and close(losses(tmp_path)[1], losses(one)[1])
     w1, w2 = weights(one), weights(tmp_path)
     assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)
+
+
+class Responses:
+    """SFT-like examples of different lengths, each learned on its last part only (``train.pad_right``)."""
+
+    def __init__(self, n=24):
+        g = torch.Generator().manual_seed(3)
+        lengths = torch.randint(6, 17, (n,), generator=g).tolist()
+        self.rows = [((torch.arange(k) * 5 + i) % 97, [t >= k // 2 for t in range(k)]) for i, k in enumerate(lengths)]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def batch(self, indices):
+        from minimistral.train import pad_right
+
+        return pad_right([(ids.tolist(), mask) for ids, mask in (self.rows[int(i)] for i in indices)], pad_id=0)
+
+
+def sft_job(out, cfg, rank=0):
+    """SFT with the response loss's KL from a sharded teacher, on batches whose ranks hold unequal token counts."""
+    from minimistral.distill import ResponseDistillLoss, response_loss
+    from minimistral.distributed import is_sharded, rank_world
+
+    torch.manual_seed(0)
+    teacher = minimistral.Ministral3(dataclasses.replace(CFG, hidden_size=48))
+    loss = ResponseDistillLoss(teacher)
+    student = minimistral.Ministral3(CFG)
+    Trainer(student, cfg, Responses(), out, val_data=Responses(8), loss_fn=loss, val_loss_fn=response_loss,
+            device="cpu").fit()  # fmt: skip
+    assert is_sharded(teacher) == (cfg.fsdp and rank_world()[1] > 1)
+
+
+def test_fsdp2_sft_on_responses_matches_one_process(tmp_path):
+    spawn(1, sft_job, str(tmp_path / "one"), STEPS)
+    spawn(2, sft_job, str(tmp_path / "two"), FSDP)
+    (train_1, val_1), (train_2, val_2) = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(train_1) == 5 and close(train_2, train_1) and close(val_2, val_1)
