@@ -139,7 +139,8 @@ def test_torchrun_pretrain_matches_one_process(tmp_path):
     assert len(losses(tmp_path / "one")[0]) >= 1
 
 
-def _cascade_worker(rank, world, port, parent, root, fsdp=False):
+def cascade_job(parent, root, fsdp=False, rank=0):
+    """The micro cascade in this process (``spawn`` runs it on every rank), FSDP2 on or off."""
     from minimistral.cascade.pipeline import Cascade
     from minimistral.scales import CascadeScale
 
@@ -153,15 +154,8 @@ def _cascade_worker(rank, world, port, parent, root, fsdp=False):
         eval_batches=1,
         ckpt_every=1,
     )  # fmt: skip; the long stage takes batch 8 / 4 = 2, one per rank
-    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "MINIMISTRAL_FSDP": str(int(fsdp))}
-    torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        Cascade(parent, root, micro, device="cpu").run()
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
+    os.environ["MINIMISTRAL_FSDP"] = str(int(fsdp))  # read by every stage's TrainConfig
+    Cascade(parent, root, micro, device="cpu").run()
 
 
 def test_the_cascade_under_two_processes_matches_one(tmp_path):
@@ -173,12 +167,9 @@ def test_the_cascade_under_two_processes_matches_one(tmp_path):
     parent = tmp_path / "parent"
     torch.manual_seed(0)
     save_pretrained(minimistral.Ministral3(TINY_CONFIGS["tiny-24b"]), parent)
-    _cascade_worker(0, 1, 0, parent, tmp_path / "one")
+    spawn(1, cascade_job, parent, tmp_path / "one")
     for name, fsdp in (("two", False), ("sharded", True)):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        mp.spawn(_cascade_worker, args=(2, port, parent, tmp_path / name, fsdp), nprocs=2)
+        spawn(2, cascade_job, parent, tmp_path / name, fsdp)
         compare_cascades(tmp_path / "one", tmp_path / name)
 
 
