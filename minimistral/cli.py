@@ -189,11 +189,66 @@ def cmd_cascade(args) -> None:
 
 def cmd_reproduce(args) -> None:
     from minimistral.cascade.report import format_summary
+    from minimistral.distributed import rank_world
     from minimistral.reproduce import reproduce, times_table
 
+    if rank_world()[1] > 1:
+        raise ValueError("reproduce runs in one process (its studies evaluate and train single runs); under torchrun "
+                         "run the training verbs: pretrain, cascade, vision, posttrain, distill")  # fmt: skip
     print(format_summary(reproduce(args.scale, from_step=args.from_step, device=args.device)))
     print(f"\nWall time of each step ({args.scale} scale, the latest run of each):")
     print(times_table(args.scale))
+
+
+def cmd_posttrain(args) -> None:
+    """One post-training stage (paper §4) from a checkpoint, resumable, torchrun-ready: the driver's own steps."""
+    from minimistral.distributed import rank_world
+    from minimistral.posttrain import pipeline as pp
+
+    start, out, need = Path(args.checkpoint), Path(args.out), POSTTRAIN_NEEDS[args.stage]
+    for option in need:
+        if getattr(args, option) is None:
+            raise ValueError(f"posttrain {args.stage}: --{option} is required")
+    if not (start / "config.json").is_file():
+        raise FileNotFoundError(f"--checkpoint {start}: no config.json (an HF-format checkpoint directory)")
+    common = {"device": args.device}
+    if args.stage == "teacher":
+        checkpoint = pp.teach(start, out, args.scale, **common)
+    elif args.stage == "sft":
+        checkpoint = pp.sft_child(start, Path(args.teacher), out, args.scale, args.ntp_weight, args.seed, **common)
+    elif args.stage == "instruct-sft":
+        checkpoint = pp.instruct_sft(start, Path(args.teacher), out, args.scale, args.seed, **common)
+    elif args.stage in ("stem-rl", "general-rl"):
+        checkpoint = pp.rl_stage(start, out, args.scale, args.stage.removesuffix("-rl"), args.seed, **common)
+    elif args.stage == "pwrm":  # start: the stronger teacher the PWRM is fine-tuned from
+        policies = [(Path(d), False) for d in args.policy] + [(Path(d), True) for d in args.reasoning_policy]
+        if not policies:
+            raise ValueError("posttrain pwrm: give at least one --policy or --reasoning-policy checkpoint")
+        checkpoint = pp.reward_model(policies, start, out, args.scale, **common)
+    else:  # odpo
+        checkpoint = pp.odpo_stage(start, Path(args.judge), out, args.scale, args.thinking, args.seed, **common)
+    if rank_world()[0] == 0:
+        print(f"wrote {checkpoint}")
+
+
+POSTTRAIN_NEEDS = {  # stage -> options it requires besides --checkpoint and --out
+    "teacher": (), "sft": ("teacher",), "instruct-sft": ("teacher",), "stem-rl": (), "general-rl": (), "pwrm": (),
+    "odpo": ("judge",),
+}  # fmt: skip
+
+
+def cmd_vision(args) -> None:
+    """A child's image understanding (paper §2): the teacher's ViT copied and frozen, a new projector by KD."""
+    from minimistral.distributed import rank_world
+    from minimistral.vision.study import see_child
+
+    for option in ("checkpoint", "teacher"):
+        if not (Path(getattr(args, option)) / "config.json").is_file():
+            raise FileNotFoundError(f"--{option} {getattr(args, option)}: no config.json (an HF checkpoint directory)")
+    checkpoint = see_child(Path(args.checkpoint), Path(args.teacher), Path(args.out), args.scale, args.seed,
+                           args.device)  # fmt: skip
+    if rank_world()[0] == 0:
+        print(f"wrote {checkpoint}")
 
 
 def cmd_plan(args) -> None:
@@ -236,6 +291,18 @@ def cmd_distill(args) -> None:
     )  # fmt: skip
     if rank_world()[0] == 0:
         print(f"wrote {out}")
+
+
+def cmd_tokenize(args) -> None:
+    from minimistral.data.corpus import save_windows, text_windows
+    from minimistral.data.tokenizer import load_tokenizer
+
+    if not args.out.endswith(".safetensors"):
+        raise ValueError(f"--out {args.out}: name the windows file *.safetensors")
+    tok = load_tokenizer(args.checkpoint)
+    windows = text_windows(tok, args.data, args.tokens, args.seq_len + 1)  # [n, seq_len + 1]
+    save_windows(windows, args.out, tok, args.data)
+    print(f"wrote {args.out}: {len(windows):,} windows of {args.seq_len + 1} tokens ({windows.numel():,} tokens)")
 
 
 ENGINE_FLAGS = {"fsdp": "MINIMISTRAL_FSDP", "activation_checkpointing": "MINIMISTRAL_ACTIVATION_CHECKPOINTING"}
@@ -296,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--student", required=True, help="HF-format directory with its tokenizer (e.g. from prune)")
     s.add_argument("--teacher", required=True, help="HF-format directory, the same vocabulary")
     s.add_argument("--out", required=True, help="run directory; the student lands in OUT/checkpoint")
-    s.add_argument("--data", default="mixture", help="shakespeare, milton, math, mixture, or a UTF-8 .txt file")
+    s.add_argument("--data", default="mixture", help="shakespeare, milton, math, mixture, a UTF-8 .txt file, "
+                   "or a .safetensors file from `minimistral tokenize`")  # fmt: skip
     s.add_argument("--tokens", type=int, default=1_000_000, help="tokens of --data to read")
     s.add_argument("--seq-len", type=int, default=4096)
     s.add_argument("--steps", type=int, default=1000)
@@ -312,6 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
     _engine(s)
     s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser(
+        "tokenize",
+        help="encode a text corpus once with a checkpoint's tokenizer, as windows `distill --data` reads",
+    )
+    s.add_argument("--checkpoint", required=True, help="the directory whose tokenizer to use (the student's)")
+    s.add_argument("--data", required=True, help="shakespeare, milton, math, mixture, or a UTF-8 .txt file")
+    s.add_argument("--tokens", type=int, default=1_000_000, help="tokens of --data to encode")
+    s.add_argument("--seq-len", type=int, default=4096, help="the sequence length distill will train on")
+    s.add_argument("--out", required=True, help="FILE.safetensors")
+    s.set_defaults(func=cmd_tokenize)
 
     s = sub.add_parser("prune", help="prune a checkpoint: layers, then hidden size, then FFN (paper Algorithm 2)")
     s.add_argument("--checkpoint", required=True, help="any directory from_pretrained reads, with its tokenizer")
@@ -377,6 +456,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")
     _engine(s)
     s.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser(
+        "posttrain",
+        help="one post-training stage from a checkpoint (the driver's own step; resumes; torchrun-ready): "
+        "teacher, sft, instruct-sft, stem-rl, general-rl, pwrm, odpo",
+    )
+    s.add_argument("stage", choices=tuple(POSTTRAIN_NEEDS))
+    _scale_and_device(s)
+    s.add_argument(
+        "--checkpoint", required=True, help="the checkpoint the stage starts from (for pwrm: the teacher it tunes)"
+    )
+    s.add_argument("--out", required=True, help="run directory; the model lands in OUT/checkpoint")
+    s.add_argument("--teacher", default=None, help="sft, instruct-sft: the stronger teacher (KL on the response)")
+    s.add_argument("--judge", default=None, help="odpo: the pairwise reward model's checkpoint (from pwrm)")
+    s.add_argument("--thinking", action="store_true", help="odpo: a Reasoning model (thinking stripped to judge)")
+    s.add_argument("--ntp-weight", type=float, default=0.0, help="sft: 1 = plain next-token SFT, 0 = KL only")
+    s.add_argument("--policy", action="append", default=[], metavar="DIR", help="pwrm: a policy that answers at once")
+    s.add_argument(
+        "--reasoning-policy", action="append", default=[], metavar="DIR", help="pwrm: a policy that thinks first"
+    )
+    s.add_argument("--seed", type=int, default=0)
+    _engine(s)
+    s.set_defaults(func=cmd_posttrain)
+
+    s = sub.add_parser(
+        "vision",
+        help="a child's image understanding: the teacher's ViT copied and frozen, a new projector distilled "
+        "(the driver's <child>-vision step; resumes; torchrun-ready)",
+    )
+    _scale_and_device(s)
+    s.add_argument("--checkpoint", required=True, help="the child's text checkpoint (its Base)")
+    s.add_argument("--teacher", required=True, help="a mistral3 checkpoint that reads images (the vision parent)")
+    s.add_argument("--out", required=True, help="run directory; the model lands in OUT/checkpoint")
+    s.add_argument("--seed", type=int, default=0)
+    _engine(s)
+    s.set_defaults(func=cmd_vision)
 
     s = sub.add_parser(
         "teachers",

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from minimistral.arch.model import Ministral3
-from minimistral.train import CHECKPOINT, TrainConfig, Trainer, lm_loss
+from minimistral.train import CHECKPOINT, TrainConfig, Trainer, Windows, lm_loss, precision
 
 KINDS = ("forward", "reverse")
 
@@ -333,10 +333,22 @@ def response_loss(model: torch.nn.Module, batch: dict) -> dict:
     plus the next-token loss $\mathcal{L}_{text}$ of the batch's text windows when it has some."""
     answers = next_token_loss(response_logits(model, batch), batch["targets"], batch["mask"])
     out = {"loss": answers, "tokens": int(batch["mask"].sum())}
-    if "text" in batch:
-        text = lm_loss(model, batch["text"])["loss"]  # text windows [rows, T + 1]
-        out |= {"loss": answers + text, "answers": answers.detach(), "text": text.detach()}
-    return out
+    return with_text(out, batch, lambda windows: lm_loss(model, windows)["loss"])
+
+
+def with_text(out: dict, batch: dict, text_loss) -> dict:
+    """``out`` (a loss on the learned tokens) plus ``text_loss(windows)`` on the batch's text windows when it has
+    some key ``"text"``: the sum of the two means, and ``parts`` (each mean with its tokens) for the engine to
+    weight each by its own tokens over the ranks (``train.Trainer.rank_loss``). Under several processes a rank
+    may hold no window (``vision.data.WithText``): its text part is 0 over 0 tokens."""
+    if "text" not in batch:
+        return out
+    windows = batch["text"]  # [rows, T + 1]
+    answers = out["loss"]
+    text = text_loss(windows) if len(windows) else answers.new_zeros(())
+    n_text = windows[:, 1:].numel()
+    return out | {"loss": answers + text, "answers": answers.detach(), "text": text.detach(),
+                  "parts": {"answers": (answers, out["tokens"]), "text": (text, n_text)}}  # fmt: skip
 
 
 class ResponseDistillLoss:
@@ -358,10 +370,7 @@ class ResponseDistillLoss:
         student_logits = response_logits(model, batch)
         out = kd_loss(student_logits, teacher_logits, batch["targets"], ntp_weight=self.ntp_weight, mask=batch["mask"])
         out["tokens"] = int(batch["mask"].sum())
-        if "text" in batch:  # the same loss on text windows, from the same teacher
-            text = self.text_loss(model, batch["text"])  # windows [rows, T + 1]
-            out |= {"loss": out["loss"] + text["loss"], "answers": out["loss"].detach(), "text": text["loss"].detach()}
-        return out
+        return with_text(out, batch, lambda windows: self.text_loss(model, windows)["loss"])  # the same teacher
 
     def aligned(self, model: torch.nn.Module, batch: dict) -> dict:
         """KL on learned tokens that the teacher reads in another context (``batch["teacher"]``, a ``pad_right``
@@ -447,17 +456,24 @@ def distill_checkpoint(
     student and teacher are sharded over the ranks (FSDP2). Returns ``out_dir/checkpoint``: an HF
     directory with the student's tokenizer, that resumes (run the same command again).
     """
-    from minimistral.arch.hub import from_pretrained
+    from minimistral.arch.hub import from_pretrained, load_sharded
+    from minimistral.arch.model import default_device
     from minimistral.data.corpus import text_windows
     from minimistral.data.tokenizer import load_tokenizer, tokenizer_files
-    from minimistral.train import Windows
+    from minimistral.distributed import rank_world
 
     windows = text_windows(load_tokenizer(student), data, tokens, seq_len + 1)  # [n, seq_len + 1]
     held = max(1, len(windows) // 20)
     if len(windows) <= held:
         raise ValueError(f"--tokens {tokens}: {len(windows)} windows of {seq_len + 1}; need at least 2")
-    s = from_pretrained(student, dtype=torch.float32, device="cpu")
-    t = from_pretrained(teacher, dtype=teacher_dtype, device="cpu")
+    place = torch.device(device) if device else default_device()
+    if cfg.fsdp and rank_world()[1] > 1:  # each rank reads only its shard of each (hub.load_sharded)
+        bf16 = precision(cfg, place) == "bf16"
+        s = load_sharded(student, torch.float32, place, bf16)
+        t = load_sharded(teacher, teacher_dtype, place, bf16)
+    else:
+        s = from_pretrained(student, dtype=torch.float32, device="cpu")
+        t = from_pretrained(teacher, dtype=teacher_dtype, device="cpu")
     return distill(
         s,
         t,

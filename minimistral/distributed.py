@@ -98,12 +98,14 @@ def barrier() -> None:
 
 
 # ----------------------------------------------------------------------------- FSDP2
-def shard(module: torch.nn.Module, bf16: bool = False) -> torch.nn.Module:
+def shard(module: torch.nn.Module, bf16: bool = False, device: torch.device | None = None) -> torch.nn.Module:
     """FSDP2 in place: every decoder and vision block is one unit, the root holds what is left.
 
     Each unit's parameters become ``DTensor`` shards (dim 0 split over the ranks); the unit gathers
     them before its forward (and again in backward) and frees the gathered copy after. ``bf16``: gather
-    and compute in bf16 (the parameters stay fp32 shards), gradients reduced in fp32. Returns ``module``.
+    and compute in bf16 (the parameters stay fp32 shards), gradients reduced in fp32. ``device``: where
+    the shards will live (default: where the parameters are; needed for a model on the meta device,
+    ``hub.load_sharded``). Returns ``module``.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -111,7 +113,7 @@ def shard(module: torch.nn.Module, bf16: bool = False) -> torch.nn.Module:
     from minimistral.arch.model import Block
     from minimistral.vision.encoder import VisionBlock
 
-    device = next(module.parameters()).device.type
+    device = (device or next(module.parameters()).device).type
     mesh = init_device_mesh(device, (rank_world()[1],))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
     options = {"mesh": mesh} | ({"mp_policy": policy} if policy else {})

@@ -22,15 +22,16 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(file: str | os.PathLike, content: bytes | dict) -> None:
-    """Write ``content`` (bytes, or a dict of tensors saved as safetensors) to ``file`` atomically."""
+def atomic_write(file: str | os.PathLike, content: bytes | dict, metadata: dict[str, str] | None = None) -> None:
+    """Write ``content`` (bytes, or a dict of tensors saved as safetensors with ``metadata`` strings in its
+    header) to ``file`` atomically."""
     file = Path(file)
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
     try:
         if isinstance(content, dict):
-            save_file(content, tmp, metadata={"format": "pt"})
+            save_file(content, tmp, metadata={"format": "pt"} | (metadata or {}))
         else:
             Path(tmp).write_bytes(content)
         with open(tmp, "rb+") as fh:

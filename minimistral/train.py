@@ -224,6 +224,13 @@ def compile_problem(device: torch.device) -> str | None:
     return f"not supported on {device.type}"
 
 
+def precision(cfg: TrainConfig, device: torch.device) -> str:
+    """ "bf16" or "fp32": ``cfg.precision``, with "auto" = bf16 on a CUDA device that has it."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 # ----------------------------------------------------------------------------- engine
 class Trainer:
     """Runs ``cfg.steps`` optimizer steps of ``loss_fn`` over ``train_data``, resuming from ``out_dir``."""
@@ -261,8 +268,11 @@ class Trainer:
         if self.sharded and cfg.compile:
             print("minimistral: torch.compile with FSDP2 is not tested here; training eagerly", file=sys.stderr)
             self.cfg = cfg = dataclasses.replace(cfg, compile=False)
+        if isinstance(model, FSDPModule) and not self.sharded:
+            raise ValueError(f"{desc}: the model holds FSDP2 shards (hub.load_sharded) but this run does not shard")
         self.model = model.to(self.device)
-        broadcast_parameters(self.model)  # every rank starts from rank 0's weights
+        if not isinstance(model, FSDPModule):  # (a model loaded sharded holds every rank's own part already)
+            broadcast_parameters(self.model)  # every rank starts from rank 0's weights
         self.train_model = self.wrap_model(self.model)
         self.train_data, self.val_data = train_data, val_data
         self.sampler = Sampler(len(train_data), cfg.batch_size, cfg.seed, self.rank, self.world)
@@ -283,7 +293,8 @@ class Trainer:
         set_activation_checkpointing(model, self.cfg.activation_checkpointing)
         if self.sharded:
             bf16 = self.precision() == "bf16"
-            shard(model, bf16)
+            if not isinstance(model, FSDPModule):
+                shard(model, bf16)
             teacher = getattr(self.loss_fn, "teacher", None)  # DistillLoss, ResponseDistillLoss
             if teacher is not None and not isinstance(teacher, FSDPModule):
                 if is_sharded(teacher):
@@ -310,10 +321,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), **kernel)
 
     def precision(self) -> str:
-        """ "bf16" or "fp32": ``cfg.precision``, with "auto" = bf16 on a CUDA device that has it."""
-        if self.cfg.precision != "auto":
-            return self.cfg.precision
-        return "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return precision(self.cfg, self.device)
 
     def autocast(self):
         if self.precision() == "bf16":
@@ -386,10 +394,11 @@ class Trainer:
             batch = _to(self.train_data.batch(self.sampler.indices(position)), self.device)
             with self.autocast():
                 out = self.loss_fn(self.train_model, batch)
-            weight, tokens = self.token_weight(out["tokens"])  # 1.0 and n with one process
-            (out["loss"] * weight / self.cfg.grad_accum).backward()
+            loss, shares, tokens = self.rank_loss(out)  # out["loss"], {} and n with one process
+            (loss / self.cfg.grad_accum).backward()
             for key, value in _scalars(out).items():
-                totals[key] = totals.get(key, 0.0) + value * weight / self.cfg.grad_accum
+                value = float(loss.detach()) if key == "loss" else value * shares.get(key, shares["loss"])
+                totals[key] = totals.get(key, 0.0) + value / self.cfg.grad_accum
             total_tokens += tokens
         if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
             sum_gradients(self.model.parameters())
@@ -400,6 +409,26 @@ class Trainer:
         self.step += 1
         self.tokens += total_tokens
         return self.sum_scalars(totals), total_tokens
+
+    def rank_loss(self, out: dict) -> tuple[torch.Tensor, dict[str, float], int]:
+        """(this rank's weighted share of the micro-batch's loss, each scalar's weight, tokens over all ranks).
+
+        The loss is a mean over this rank's ``out["tokens"]`` n_r, weighted by n_r / sum_r n_r. A loss that adds
+        means over different tokens (``out["parts"]``: name -> (mean, count), e.g. a response loss plus text
+        windows, ``distill.response_loss``) has each mean weighted by this rank's share of its own count, so
+        that the sum over ranks is the one-process loss whichever ranks hold which tokens.
+        """
+        weight, tokens = self.token_weight(out["tokens"])  # 1.0 and n with one process
+        if self.world == 1 or "parts" not in out:
+            return out["loss"] * weight, {"loss": weight}, tokens
+        names, parts = list(out["parts"]), list(out["parts"].values())
+        counts = all_sum(torch.tensor([float(count) for _, count in parts], dtype=torch.float64)).tolist()
+        shares = {
+            name: (count / total if total else 0.0)
+            for name, (_, count), total in zip(names, parts, counts, strict=True)
+        }
+        loss = sum(mean * shares[name] for name, (mean, _) in zip(names, parts, strict=True))
+        return loss, shares | {"loss": weight}, tokens
 
     def token_weight(self, tokens: int) -> tuple[float, int]:
         """(this rank's share of the micro-batch's tokens, the micro-batch's tokens over all ranks)."""

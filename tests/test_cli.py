@@ -138,3 +138,54 @@ def test_cascade_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["cascade", "--scale", "ci", "--parent", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no parent checkpoint" in err and "minimistral pretrain --scale ci" in err
+
+
+def _letters(d: Path) -> Path:
+    """A checkpoint directory with a letter-level tokenizer.json (ids 3-28 = a-z)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {chr(97 + i): 3 + i for i in range(26)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    d.mkdir(parents=True, exist_ok=True)
+    tok.save(str(d / "tokenizer.json"))
+    return d
+
+
+def test_tokenize_writes_the_windows_distill_reads_and_names_a_mismatch(tmp_path, capsys):
+    from minimistral.data.corpus import load_windows, text_windows
+
+    ckpt = _letters(tmp_path / "ckpt")
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join("abcdefghij"[i % 7 :] * 3 for i in range(40)))
+    out = tmp_path / "w.safetensors"
+    argv = ["tokenize", "--checkpoint", str(ckpt), "--data", str(text), "--tokens", "400", "--seq-len", "15"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "windows of 16 tokens" in capsys.readouterr().out
+    tok = load_tokenizer(ckpt)
+    windows = load_windows(out, tok, 16)
+    assert torch.equal(windows, text_windows(tok, str(text), 400, 16)) and windows.shape == (25, 16)
+    assert windows[0, 0] == 1 and (windows[1:, 0] != 1).all()  # a file is one document: one <s>
+    assert torch.equal(text_windows(tok, str(out), 160, 16), windows[:10])  # --tokens caps it
+    with pytest.raises(ValueError, match="windows of 16 tokens, this run needs 33"):
+        text_windows(tok, str(out), 400, 33)
+    other = _letters(tmp_path / "other") / "tokenizer.json"
+    other.write_text(other.read_text().replace('"<unk>"', '"<UNK>"'))  # another file: another tokenizer
+    with pytest.raises(ValueError, match="encoded with another tokenizer"):
+        text_windows(load_tokenizer(other.parent), str(out), 400, 16)
+    (tmp_path / "bad.txt").write_bytes(b"abc\xff\xfe")
+    assert main([*argv[:3], "--data", str(tmp_path / "bad.txt"), "--out", str(out)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "w.pt")]) == 2
+    assert "*.safetensors" in capsys.readouterr().err
+
+
+def test_stage_verbs_name_what_is_missing(tmp_path, capsys):
+    assert main(["posttrain", "sft", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "posttrain sft: --teacher is required" in capsys.readouterr().err
+    argv = ["posttrain", "stem-rl", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["posttrain", "pwrm", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main(["vision", "--checkpoint", str(tmp_path), "--teacher", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err

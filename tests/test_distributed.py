@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import socket
@@ -256,14 +257,17 @@ def test_prune_then_distil_a_checkpoint_under_torchrun_with_fsdp2(tmp_path):
     student = tmp_path / "student"
     prune = ["prune", "--checkpoint", str(src), "--out", str(student), "--layers", "3", "--hidden", "32"]
     assert main([*prune, "--calib", str(text), "--calib-tokens", "512", "--seq-len", "32"]) == 0
+    windows = str(tmp_path / "windows.safetensors")  # encoded once, as for a large corpus
+    tokenize = ["tokenize", "--checkpoint", str(student), "--data", str(text), "--tokens", "2048", "--seq-len", "32"]
+    assert main([*tokenize, "--out", windows]) == 0
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    args = ["-m", "minimistral", "distill", "--student", str(student), "--teacher", str(src), "--data", str(text),
+    args = ["-m", "minimistral", "distill", "--student", str(student), "--teacher", str(src),
             "--tokens", "2048", "--seq-len", "32", "--steps", "4", "--batch-size", "4", "--warmup-steps", "1",
             "--lr", "1e-2", "--eval-every", "2", "--log-every", "1", "--device", "cpu"]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], check=True, env=env)
-    subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--fsdp", "--out", str(tmp_path / "two")], check=True,
-                   env=env)  # fmt: skip
+    subprocess.run([sys.executable, *args, "--data", str(text), "--out", str(tmp_path / "one")], check=True, env=env)
+    subprocess.run([torchrun, "--nproc_per_node", "2", *args, "--data", windows, "--fsdp", "--out",
+                    str(tmp_path / "two")], check=True, env=env)  # fmt: skip
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one[0]) == 4 and close(two[0], one[0]) and close(two[1], one[1])
     assert (tmp_path / "two" / "checkpoint" / "tokenizer.json").is_file()
@@ -333,3 +337,187 @@ def test_fsdp2_sft_on_responses_matches_one_process(tmp_path):
     spawn(2, sft_job, str(tmp_path / "two"), FSDP)
     (train_1, val_1), (train_2, val_2) = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(train_1) == 5 and close(train_2, train_1) and close(val_2, val_1)
+
+
+# ----------------------------------------------------------------------------- post-training and vision
+def torchrun_path():
+    return shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+needs_torchrun = pytest.mark.skipif(not os.path.exists(torchrun_path()), reason="no torchrun")
+
+
+def cli(out, *args, world=1):
+    """``python -m minimistral ARGS --out OUT`` in one process, or under ``torchrun --nproc_per_node world``."""
+    launcher = [sys.executable] if world == 1 else [torchrun_path(), "--nproc_per_node", str(world)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run([*launcher, "-m", "minimistral", *args, "--device", "cpu", "--out", str(out)], check=True, env=env)
+    return out
+
+
+def metric_rows(out, key):
+    return [m for m in read_metrics(out) if key in m]
+
+
+def tiny_checkpoints(root, **layers):
+    """Random tiny-3b-shaped checkpoints with the project's tokenizer: ``name=layers`` -> ``{name: dir}``."""
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import save_pretrained
+    from minimistral.data.corpus import build_corpus
+
+    dirs = {}
+    for name, n in layers.items():
+        torch.manual_seed(0)
+        dirs[name] = save_pretrained(minimistral.Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=n)),
+                                     root / name)  # fmt: skip
+        (dirs[name] / "tokenizer.json").write_bytes(build_corpus().tokenizer_path.read_bytes())
+    return dirs
+
+
+@needs_torchrun
+def test_posttrain_verbs_under_torchrun(tmp_path):
+    """``minimistral posttrain sft`` under 2 processes is the run of 1 process (KL from the teacher on responses
+    of different lengths); GRPO from it runs under torchrun too, each rank sampling its own prompts' rollouts."""
+    dirs = tiny_checkpoints(tmp_path, teacher=2, child=1)
+    sft = ["posttrain", "sft", "--scale", "ci", "--checkpoint", str(dirs["child"]), "--teacher", str(dirs["teacher"])]
+    one, two = cli(tmp_path / "one", *sft), cli(tmp_path / "two", *sft, world=2)
+    (train_1, val_1), (train_2, val_2) = losses(one), losses(two)
+    assert len(train_1) == 2 and close(train_2, train_1) and close(val_2, val_1)
+    assert [r["kl"] for r in metric_rows(two, "kl")] == pytest.approx([r["kl"] for r in metric_rows(one, "kl")])
+    rl = cli(tmp_path / "rl", "posttrain", "stem-rl", "--scale", "ci", "--checkpoint", str(two / "checkpoint"), world=2)
+    rewards = metric_rows(rl, "reward")
+    assert [r["step"] for r in rewards] == [1, 2] and all(0 <= r["reward"] <= 1 for r in rewards)
+    state = json.loads((rl / "checkpoint" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and (rl / "checkpoint" / "tokenizer.json").is_file()
+
+
+@needs_torchrun
+def test_vision_verb_under_torchrun_matches_one_process(tmp_path):
+    """A child's projector (``minimistral vision``) under 2 processes is the run of 1 process, though only rank 0
+    holds the batch's text window (``WithText``): each part of the loss is weighted by its own tokens."""
+    from minimistral.vision.study import see_parent
+
+    dirs = tiny_checkpoints(tmp_path, parent=2, child=1)
+    seeing = see_parent(dirs["parent"], tmp_path, "ci", device="cpu")
+    args = ["vision", "--scale", "ci", "--checkpoint", str(dirs["child"]), "--teacher", str(seeing)]
+    one, two = cli(tmp_path / "one", *args), cli(tmp_path / "two", *args, world=2)
+    (train_1, val_1), (train_2, val_2) = losses(one), losses(two)
+    assert len(train_1) >= 1 and close(train_2, train_1) and close(val_2, val_1)  # (logged every 10 steps)
+    for part in ("answers", "text"):
+        assert close([r[part] for r in metric_rows(two, part)], [r[part] for r in metric_rows(one, part)]), part
+    w1, w2 = weights(one), weights(two)
+    assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)
+
+
+def _even(i, rollout):
+    """A reward a random policy can climb: the share of even ids in the response."""
+    return sum(t % 2 == 0 for t in rollout.ids) / max(1, len(rollout.ids))
+
+
+def grpo_job(out, max_steps=None, rank=0):
+    """GRPO on a random policy, rank 1 starting from other weights; each rank saves the weights it ends with."""
+    from safetensors.torch import save_file
+
+    from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
+
+    torch.manual_seed(rank)
+    prompts = Prompts([[1, 3, 10 + i, 4] for i in range(8)])
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, min_lr=1e-2, warmup_steps=1, ckpt_every=1, log_every=1)
+    rl = RLConfig(group_size=4, max_new_tokens=6, inner_steps=2)
+    trainer = GRPOTrainer(minimistral.Ministral3(CFG), cfg, rl, prompts, _even, out, device="cpu")
+    trainer.fit(max_steps)
+    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+
+
+def test_grpo_under_two_processes_keeps_the_ranks_in_step_and_resumes_bitwise(tmp_path):
+    spawn(2, grpo_job, str(tmp_path / "a"))
+    ranks = [load_file(tmp_path / "a" / f"rank{r}.safetensors") for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # the same summed gradients on each
+    assert all(torch.equal(ranks[0][k], v) for k, v in weights(tmp_path / "a").items())
+    rows = metric_rows(tmp_path / "a", "reward")
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(0 <= r["reward"] <= 1 for r in rows)  # written once
+    spawn(2, grpo_job, str(tmp_path / "b"), 1)  # stopped after the first iteration, then resumed
+    spawn(2, grpo_job, str(tmp_path / "b"))
+    resumed = load_file(tmp_path / "b" / "rank0.safetensors")
+    assert all(torch.equal(resumed[k], ranks[0][k]) for k in resumed)
+    assert [r["reward"] for r in metric_rows(tmp_path / "b", "reward")] == [r["reward"] for r in rows]
+
+
+class Brevity:
+    """A judge for the ODPO test: prefers the shorter answer (an algorithm, so every rank judges alike)."""
+
+    temperature = 1.0
+
+    def to(self, device):
+        return self
+
+    def prob(self, pairs):
+        return torch.sigmoid(torch.tensor([float(len(p.b) - len(p.a)) for p in pairs]) / 4)
+
+
+def odpo_job(out, tokenizer_dir, rank=0):
+    from safetensors.torch import save_file
+
+    from minimistral.data.tokenizer import load_tokenizer
+    from minimistral.posttrain.grpo import Prompts
+    from minimistral.posttrain.odpo import ODPOConfig, ODPOTrainer
+
+    torch.manual_seed(0)
+    policy, reference = minimistral.Ministral3(CFG), minimistral.Ministral3(CFG)
+    reference.load_state_dict(policy.state_dict())
+    texts = [f"Say something {i}" for i in range(8)]
+    prompts = Prompts([[1, 3, 20 + i, 4] for i in range(8)])
+    cfg = TrainConfig(steps=2, batch_size=4, lr=3e-3, min_lr=3e-3, warmup_steps=1, ckpt_every=1, log_every=1)
+    trainer = ODPOTrainer(policy, cfg, ODPOConfig(max_new_tokens=6, beta=0.5), prompts, texts, Brevity(),
+                          load_tokenizer(tokenizer_dir), out, reference, device="cpu")  # fmt: skip
+    trainer.fit()
+    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+
+
+def test_odpo_under_two_processes_keeps_the_ranks_in_step(tmp_path):
+    from minimistral.data.corpus import build_corpus
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.json").write_bytes(build_corpus().tokenizer_path.read_bytes())
+    spawn(2, odpo_job, str(tmp_path / "run"), str(tmp_path / "tok"))
+    ranks = [load_file(tmp_path / "run" / f"rank{r}.safetensors") for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    rows = metric_rows(tmp_path / "run", "margin")
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def sharded_load_job(path, out, rank=0):
+    """Each rank loads ``path`` sharded and writes what the shards gather to, and how much it held itself."""
+    from safetensors.torch import save_file
+
+    from minimistral.arch.hub import load_sharded
+    from minimistral.distributed import full, is_sharded
+
+    model = load_sharded(path, torch.float32, "cpu")
+    assert is_sharded(model)
+    whole = {name: full(p).contiguous() for name, p in model.named_parameters()}
+    local = sum(p.to_local().numel() for p in model.parameters())
+    save_file(whole | {"local_numel": torch.tensor(local)}, f"{out}/rank{rank}.safetensors")
+
+
+@pytest.mark.parametrize("kind", ["tied", "vision"])
+def test_a_checkpoint_loads_sharded_without_any_rank_holding_it_whole(tmp_path, hf_dir, kind):
+    """``hub.load_sharded`` (``distill --fsdp`` on real checkpoints): built on the meta device, sharded, each rank
+    reading its rows of each tensor; the shards gather to ``from_pretrained``'s weights bitwise."""
+    pytest.importorskip("transformers")
+    from conftest import hf_vision_model
+
+    from minimistral.arch.hub import from_pretrained
+
+    if kind == "vision":
+        path = tmp_path / "ckpt"
+        hf_vision_model().save_pretrained(path)
+    else:
+        _, path = hf_dir("ministral3", tie_word_embeddings=True)
+    spawn(2, sharded_load_job, str(path), str(tmp_path))
+    reference = {k: v for k, v in from_pretrained(path).named_parameters()}
+    total = sum(v.numel() for v in reference.values())
+    for r in (0, 1):
+        got = load_file(tmp_path / f"rank{r}.safetensors")
+        assert int(got.pop("local_numel")) <= total // 2 + 4096  # its shard: about half
+        assert got.keys() == reference.keys() and all(torch.equal(got[k], reference[k]) for k in got)

@@ -157,17 +157,48 @@ def from_pretrained(
     checkpoint that mixes dtypes is cast to that of its first tensor. ``device`` defaults to cpu.
     Errors (:class:`CheckpointError`) name the file and the tensor or key at fault.
     """
-    cfg = load_config(path)
+    model = skeleton(load_config(path), _vision(path, text_only))
+    device = torch.device(device or "cpu")
+    for name, tensor in checked_tensors(path, model):
+        dtype = dtype or tensor.dtype  # fixed by the first tensor when not given
+        _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
+    model.tie_weights()
+    return model.eval()
+
+
+def load_sharded(path: str | os.PathLike, dtype: torch.dtype, device, bf16: bool = False, text_only: bool = False):
+    """``from_pretrained`` under torchrun with FSDP2 (``distributed.shard``): the model is built on the meta
+    device and sharded before it holds any weight; each tensor is then read alone (memory-mapped) and every
+    rank copies in its own shard. No rank ever holds the whole model, on the CPU or on its device: a real
+    8B student in fp32 costs each of 8 ranks an eighth of its 34 GB, not all of it. Every rank must call this."""
+    from minimistral.distributed import like, shard
+
+    model = skeleton(load_config(path), _vision(path, text_only)).to(dtype)
+    shard(model, bf16, device=torch.device(device))
+    model.to_empty(device=device)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in checked_tensors(path, model):
+            params[name].copy_(like(tensor.to(dtype), params[name]))  # this rank's rows of it
+    return model.eval()
+
+
+def _vision(path: str | os.PathLike, text_only: bool) -> VisionConfig | None:
+    """The vision config to build: None for a text checkpoint, with ``text_only``, or without vision tensors."""
     vision = None if text_only else load_vision_config(path)
     if vision is not None and not any(our_name(n).startswith(VISION_MODULES) for n in weight_files(path)):
         log.warning("minimistral: %s has no vision tensors; loading its language model only", path)
-        vision = None
-    device = torch.device(device or "cpu")
-    model = skeleton(cfg, vision)
-    expected = {name: p for name, p in model.named_parameters()}  # tied head appears once
-    tied_head = "lm_head.weight" if cfg.tie_word_embeddings else None
+        return None
+    return vision
+
+
+def checked_tensors(path: str | os.PathLike, model: Ministral3) -> Iterator[tuple[str, torch.Tensor]]:
+    """(our name, tensor) for every parameter of ``model`` (built from ``path``'s config), read one at a time;
+    a stored tensor the model lacks, a wrong shape, or a parameter with no tensor is a ``CheckpointError``."""
+    expected = dict(model.named_parameters())  # tied head appears once
+    tied_head = "lm_head.weight" if model.config.tie_word_embeddings else None
     loaded: set[str] = set()
-    for name, stored_name, file, tensor in read_tensors(path, vision=vision is not None):
+    for name, stored_name, file, tensor in read_tensors(path, vision=hasattr(model, "vision_config")):
         if name == tied_head:
             continue  # tied: the head is the embedding matrix
         if name not in expected:
@@ -177,15 +208,12 @@ def from_pretrained(
             raise CheckpointError(
                 f"{file}: tensor {stored_name!r} has shape {tuple(tensor.shape)}, config.json implies {want}"
             )
-        dtype = dtype or tensor.dtype  # fixed by the first tensor when not given
-        _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
+        yield name, tensor
         loaded.add(name)
     missing = sorted(set(expected) - loaded)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CheckpointError(f"{path}: missing tensor {missing[0]!r}{more}")
-    model.tie_weights()
-    return model.eval()
 
 
 def _set_parameter(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:

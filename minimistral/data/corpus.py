@@ -468,11 +468,16 @@ def text_windows(tokenizer, source: str, n_tokens: int, width: int, argument: st
     (any model's: pruning calibration and distillation of a real checkpoint use its own tokenizer).
 
     ``source``: a source of the project's *training* split (``shakespeare``, ``milton``, ``math``, or
-    ``mixture`` for all three, documents spread over the split) or the path of a UTF-8 text file.
-    ``argument`` names the option in errors.
+    ``mixture`` for all three, documents spread over the split), the path of a UTF-8 text file (read
+    and encoded in blocks of whole lines until ``n_tokens``, one ``<s>`` at its start), or a
+    ``.safetensors`` file of windows that ``save_windows`` wrote with the same tokenizer and width
+    (``minimistral tokenize``: encode a large corpus once, not in every process). ``argument`` names
+    the option in errors.
     """
+    if source.endswith(".safetensors"):
+        return load_windows(source, tokenizer, width, argument)[: max(1, n_tokens // width)]
     if Path(source).is_file():
-        texts = [Path(source).read_text(encoding="utf-8")]
+        texts = _line_blocks(Path(source), argument)
     elif source in (*SOURCES, "mixture"):
         train = load_documents()["train"]
         texts = [t for t, s in zip(train["text"], train["source"], strict=True) if source in (s, "mixture")]
@@ -480,11 +485,51 @@ def text_windows(tokenizer, source: str, n_tokens: int, width: int, argument: st
     else:
         raise ValueError(f"{argument} {source!r}: not a file, nor one of {', '.join((*SOURCES, 'mixture'))}")
     ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer.encode(text))
+    for k, text in enumerate(texts):
+        ids.extend(tokenizer.encode(text, bos=k == 0 or not Path(source).is_file()))  # a file is one document
         if len(ids) >= n_tokens:
             break
     n = min(len(ids), n_tokens) // width
     if n == 0:
         raise ValueError(f"{argument} {source!r}: fewer than {width} tokens of text")
     return torch.tensor(ids[: n * width]).view(n, width)
+
+
+def _line_blocks(file: Path, argument: str, size: int = 1 << 22) -> Iterator[str]:
+    """``file``'s text in blocks of whole lines of about ``size`` bytes (a token never spans two), with progress."""
+    with open(file, encoding="utf-8") as fh, tqdm(total=file.stat().st_size, unit="B", unit_scale=True,
+                                                  desc=f"encoding {file.name}", leave=False) as bar:  # fmt: skip
+        while True:
+            try:
+                block = fh.read(size) + fh.readline()  # to the end of the line
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{argument} {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if not block:
+                return
+            bar.update(len(block.encode("utf-8")))
+            yield block
+
+
+def save_windows(windows: torch.Tensor, file: str | Path, tokenizer, source: str) -> None:
+    """Token windows ``[n, width]`` as a safetensors file (atomically) that names the tokenizer (its sha256)."""
+    from minimistral.files import atomic_write
+
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    meta = {"tokenizer_sha256": tokenizer.sha256, "source": str(source)}
+    atomic_write(file, {"windows": windows.to(torch.int32).contiguous()}, metadata=meta)
+
+
+def load_windows(file: str | Path, tokenizer, width: int, argument: str = "--data") -> torch.Tensor:
+    """The windows ``save_windows`` wrote, checked against ``tokenizer`` and ``width`` (one-line errors)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta, windows = f.metadata() or {}, f.get_tensor("windows").long()  # [n, width]
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{argument} {file}: not a windows file from `minimistral tokenize` ({exc})") from None
+    if meta.get("tokenizer_sha256") != tokenizer.sha256:
+        raise ValueError(f"{argument} {file}: encoded with another tokenizer than this checkpoint's")
+    if windows.shape[1] != width:
+        raise ValueError(f"{argument} {file}: windows of {windows.shape[1]} tokens, this run needs {width}")
+    return windows

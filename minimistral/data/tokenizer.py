@@ -70,6 +70,11 @@ class Tokenizer:
         self._encode, self._decode = encode, decode
         self.bos_id, self.eos_id, self.source = bos_id, eos_id, source
 
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the file it was read from: the tokenizer's identity."""
+        return file_sha256(self.source)
+
     def encode(self, text: str, bos: bool = True) -> list[int]:
         ids = self._encode(text)
         return ([self.bos_id] if bos and self.bos_id is not None else []) + ids
@@ -96,6 +101,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     raise CheckpointError(f"{d}: no tekken.json or tokenizer.json to encode the prompt with")
 
 
+def file_sha256(file: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
 def per_tokenizer(build: Callable) -> Callable:
     """Cache ``build(tokenizer_dir, *args)`` by the tokenizer's content (the sha256 of the file
     :func:`load_tokenizer` reads): every checkpoint of one family shares one build of its datasets per process."""
@@ -105,7 +114,7 @@ def per_tokenizer(build: Callable) -> Callable:
     def cached(tokenizer_dir, *args):
         files = [Path(tokenizer_dir) / name for name in ("tekken.json", "tokenizer.json")]
         file = next((f for f in files if f.is_file()), None)
-        key = (hashlib.sha256(file.read_bytes()).hexdigest() if file else str(tokenizer_dir), *args)
+        key = (file_sha256(file) if file else str(tokenizer_dir), *args)
         if key not in built:
             built[key] = build(tokenizer_dir, *args)
         return built[key]

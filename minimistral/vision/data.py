@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from minimistral.data.sources import DataError, Download, extracted
+from minimistral.distributed import rank_world
 from minimistral.train import pad_right
 from minimistral.vision.config import VisionConfig
 from minimistral.vision.images import image_token_ids, preprocess
@@ -210,7 +211,10 @@ class WithText:
     train on text *and* interleaved image-text (§3.1), so learning to see does not cost the text.
 
     ``batch(indices)`` is ``questions.batch(indices)`` plus ``"text"`` ``[rows, seq + 1]``: the windows
-    ``indices[:rows] mod len(windows)`` (the sampler's permutation shuffles them too).
+    ``indices[:rows] mod len(windows)`` (the sampler's permutation shuffles them too). Under several
+    processes ``indices`` is rank r's slice r of the global micro-batch (``train.Sampler``), and the
+    windows are still those of the global batch's first ``rows`` positions, held by whichever ranks hold
+    them (a rank past them gets ``[0, seq + 1]``): the same windows whatever the number of processes.
     """
 
     def __init__(self, questions: ImageQuestions, windows: torch.Tensor, rows: int):
@@ -224,5 +228,7 @@ class WithText:
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.questions.batch(indices)
         if self.rows:
-            out["text"] = self.windows[indices[: self.rows] % len(self.windows)]  # [rows, seq + 1]
+            rank, n = rank_world()[0], len(indices)  # this rank holds global positions [rank * n, (rank + 1) * n)
+            mine = indices[: max(0, min(n, self.rows - rank * n))]  # those of them under ``rows``
+            out["text"] = self.windows[mine % len(self.windows)]  # [rows of this rank, seq + 1]
         return out
