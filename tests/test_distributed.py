@@ -521,3 +521,14 @@ def test_a_checkpoint_loads_sharded_without_any_rank_holding_it_whole(tmp_path, 
         got = load_file(tmp_path / f"rank{r}.safetensors")
         assert int(got.pop("local_numel")) <= total // 2 + 4096  # its shard: about half
         assert got.keys() == reference.keys() and all(torch.equal(got[k], reference[k]) for k in got)
+
+
+def reproduce_job(rank=0):
+    from minimistral.cli import build_parser, cmd_reproduce
+
+    with pytest.raises(ValueError, match="reproduce runs in one process.*posttrain"):
+        cmd_reproduce(build_parser().parse_args(["reproduce", "--scale", "ci"]))
+
+
+def test_reproduce_under_torchrun_names_the_verbs_that_run_there():
+    spawn(2, reproduce_job)
