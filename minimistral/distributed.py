@@ -18,7 +18,9 @@ model into units (each decoder or vision block, then the rest: embeddings, final
 whose parameters are split over the ranks and gathered just before each unit's forward and backward.
 The gradients are reduce-scattered *summed* (divide factor 1), so the token weighting above carries
 over unchanged; checkpoints gather every tensor (:func:`full`) to rank 0, which writes the same HF
-directory and optimizer file as without FSDP: any run resumes with or without it, with any N.
+directory and optimizer file as without FSDP: any run resumes with or without it, with any N. A real
+checkpoint is loaded straight into shards (``hub.load_sharded``); RL samples on the whole weights,
+gathered once per iteration (:func:`gathered`), since each rank's rollouts take their own number of steps.
 
 Single process (no ``torchrun``): every function here is a no-op or the identity, so the code paths
 are the same and one process gives bitwise the results it gave before.
@@ -26,10 +28,12 @@ are the same and one process gives bitwise the results it gave before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 
@@ -123,6 +127,24 @@ def shard(module: torch.nn.Module, bf16: bool = False, device: torch.device | No
         unit.set_gradient_divide_factor(1.0)  # sum over ranks: the losses are already token-weighted
         unit.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
     return module
+
+
+@contextlib.contextmanager
+def gathered(module: torch.nn.Module):
+    """Within the block, every FSDP2 unit of ``module`` holds its whole parameters, gathered once (a collective:
+    every rank enters together) and kept between forwards, so that work whose number of forwards differs
+    by rank (sampling: each rank's rollouts end at their own step) runs without collectives; resharded
+    after. Costs one whole copy of the model per rank meanwhile. A module that is not sharded: nothing."""
+    units = [m for m in module.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield module
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True, recurse=False)
 
 
 def is_sharded(module: torch.nn.Module) -> bool:

@@ -236,7 +236,7 @@ class Trainer:
     """Runs ``cfg.steps`` optimizer steps of ``loss_fn`` over ``train_data``, resuming from ``out_dir``."""
 
     SETTINGS: tuple[str, str] | None = None  # (state key, name): a stage's own settings, ``self.settings``
-    SHARDABLE = True  # False: a stage whose ranks run different numbers of forwards (sampling) cannot use FSDP2
+    SHARDABLE = True  # False: a stage that reads parts of the model outside its forward cannot use FSDP2
 
     def __init__(
         self,
@@ -263,7 +263,7 @@ class Trainer:
         self.rank, self.world = rank_world()
         self.sharded = cfg.fsdp and self.world > 1  # FSDP2 (one process: nothing to shard over)
         if self.sharded and not self.SHARDABLE:
-            print(f"minimistral: {desc} samples on each rank; FSDP2 is off, the model is replicated", file=sys.stderr)
+            print(f"minimistral: {desc} cannot be sharded; FSDP2 is off, the model is replicated", file=sys.stderr)
             self.sharded = False
         if self.sharded and cfg.compile:
             print("minimistral: torch.compile with FSDP2 is not tested here; training eagerly", file=sys.stderr)

@@ -276,7 +276,7 @@ def test_prune_then_distil_a_checkpoint_under_torchrun_with_fsdp2(tmp_path):
 
 
 class Replicated(Trainer):
-    SHARDABLE = False  # as GRPO, ODPO and the vision stages
+    SHARDABLE = False  # as the vision stages
 
 
 def train_replicated(out, cfg, rank=0):
@@ -414,19 +414,24 @@ def _even(i, rollout):
     return sum(t % 2 == 0 for t in rollout.ids) / max(1, len(rollout.ids))
 
 
-def grpo_job(out, max_steps=None, rank=0):
-    """GRPO on a random policy, rank 1 starting from other weights; each rank saves the weights it ends with."""
+def grpo_job(out, max_steps=None, fsdp=False, rank=0):
+    """GRPO on a random policy, rank 1 starting from other weights; each rank saves the weights it ends with
+    (gathered from the shards under FSDP2)."""
     from safetensors.torch import save_file
 
+    from minimistral.distributed import full, is_sharded
     from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
 
-    torch.manual_seed(rank)
-    prompts = Prompts([[1, 3, 10 + i, 4] for i in range(8)])
-    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, min_lr=1e-2, warmup_steps=1, ckpt_every=1, log_every=1)
+    torch.manual_seed(0 if fsdp else rank)  # (FSDP2 shards every rank's own copy: they must agree)
+    prompts = Prompts([[1, 3, 10 + i, 4] + [5] * (i % 3) for i in range(8)])  # of 3 lengths: 1-3 batches a rank
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, min_lr=1e-2, warmup_steps=1, ckpt_every=1, log_every=1,
+                      fsdp=fsdp)  # fmt: skip
     rl = RLConfig(group_size=4, max_new_tokens=6, inner_steps=2)
     trainer = GRPOTrainer(minimistral.Ministral3(CFG), cfg, rl, prompts, _even, out, device="cpu")
     trainer.fit(max_steps)
-    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+    assert is_sharded(trainer.model) == fsdp
+    state = {k: full(v).contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(state, f"{out}/rank{rank}.safetensors")
 
 
 def test_grpo_under_two_processes_keeps_the_ranks_in_step_and_resumes_bitwise(tmp_path):
@@ -443,6 +448,20 @@ def test_grpo_under_two_processes_keeps_the_ranks_in_step_and_resumes_bitwise(tm
     assert [r["reward"] for r in metric_rows(tmp_path / "b", "reward")] == [r["reward"] for r in rows]
 
 
+def test_grpo_under_fsdp2_samples_on_whole_weights_and_trains_as_replicated(tmp_path):
+    """Under FSDP2 each rank gathers the whole policy once per iteration and decodes alone (its rollouts end at
+    their own steps, so its number of forwards differs from the other rank's), then trains sharded: the run of
+    the replicated engine, the same rollouts and rewards, weights within 1e-5."""
+    spawn(2, grpo_job, str(tmp_path / "replicated"))
+    spawn(2, grpo_job, str(tmp_path / "sharded"), None, True)
+    rows = [metric_rows(tmp_path / name, "reward") for name in ("replicated", "sharded")]
+    assert [r["reward"] for r in rows[1]] == [r["reward"] for r in rows[0]] and len(rows[0]) == 3
+    assert close([r["loss"] for r in rows[1]], [r["loss"] for r in rows[0]], rel=1e-4)
+    a, b = (load_file(tmp_path / name / "rank0.safetensors") for name in ("replicated", "sharded"))
+    assert all(torch.allclose(b[k], a[k], rtol=0, atol=1e-5) for k in a)
+    assert all(torch.equal(b[k], v) for k, v in weights(tmp_path / "sharded").items())
+
+
 class Brevity:
     """A judge for the ODPO test: prefers the shorter answer (an algorithm, so every rank judges alike)."""
 
@@ -455,10 +474,11 @@ class Brevity:
         return torch.sigmoid(torch.tensor([float(len(p.b) - len(p.a)) for p in pairs]) / 4)
 
 
-def odpo_job(out, tokenizer_dir, rank=0):
+def odpo_job(out, tokenizer_dir, fsdp=False, rank=0):
     from safetensors.torch import save_file
 
     from minimistral.data.tokenizer import load_tokenizer
+    from minimistral.distributed import full
     from minimistral.posttrain.grpo import Prompts
     from minimistral.posttrain.odpo import ODPOConfig, ODPOTrainer
 
@@ -467,11 +487,13 @@ def odpo_job(out, tokenizer_dir, rank=0):
     reference.load_state_dict(policy.state_dict())
     texts = [f"Say something {i}" for i in range(8)]
     prompts = Prompts([[1, 3, 20 + i, 4] for i in range(8)])
-    cfg = TrainConfig(steps=2, batch_size=4, lr=3e-3, min_lr=3e-3, warmup_steps=1, ckpt_every=1, log_every=1)
+    cfg = TrainConfig(steps=2, batch_size=4, lr=3e-3, min_lr=3e-3, warmup_steps=1, ckpt_every=1, log_every=1,
+                      fsdp=fsdp)  # fmt: skip
     trainer = ODPOTrainer(policy, cfg, ODPOConfig(max_new_tokens=6, beta=0.5), prompts, texts, Brevity(),
                           load_tokenizer(tokenizer_dir), out, reference, device="cpu")  # fmt: skip
     trainer.fit()
-    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
+    state = {k: full(v).contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(state, f"{out}/rank{rank}.safetensors")
 
 
 def test_odpo_under_two_processes_keeps_the_ranks_in_step(tmp_path):
@@ -484,6 +506,12 @@ def test_odpo_under_two_processes_keeps_the_ranks_in_step(tmp_path):
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     rows = metric_rows(tmp_path / "run", "margin")
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    spawn(2, odpo_job, str(tmp_path / "sharded"), str(tmp_path / "tok"), True)  # FSDP2: the replicated run
+    sharded = metric_rows(tmp_path / "sharded", "margin")
+    assert close([r["loss"] for r in sharded], [r["loss"] for r in rows], rel=1e-4)
+    assert [r["length"] for r in sharded] == [r["length"] for r in rows]  # the same responses
+    b = load_file(tmp_path / "sharded" / "rank0.safetensors")
+    assert all(torch.allclose(b[k], ranks[0][k], rtol=0, atol=1e-5) for k in b)
 
 
 def sharded_load_job(path, out, rank=0):
@@ -526,7 +554,7 @@ def test_a_checkpoint_loads_sharded_without_any_rank_holding_it_whole(tmp_path, 
 def reproduce_job(rank=0):
     from minimistral.cli import build_parser, cmd_reproduce
 
-    with pytest.raises(ValueError, match="reproduce runs in one process.*posttrain"):
+    with pytest.raises(ValueError, match=r"reproduce runs in one process.*posttrain"):
         cmd_reproduce(build_parser().parse_args(["reproduce", "--scale", "ci"]))
 
 

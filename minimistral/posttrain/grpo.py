@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 
 from minimistral.data.tokenizer import EOS_ID
-from minimistral.distributed import sum_gradients
+from minimistral.distributed import gathered, sum_gradients
 from minimistral.posttrain.rollouts import sample
 from minimistral.train import TrainConfig, Trainer, pad_right
 
@@ -146,7 +146,6 @@ class GRPOTrainer(Trainer):
     groups whose rewards are all equal (no signal), response length, the share truncated, clipping.
     """
 
-    SHARDABLE = False  # each rank samples its own rollouts, of its own lengths
     SETTINGS = ("rl_config", "RL config")
 
     def __init__(self, model, cfg: TrainConfig, rl: RLConfig, prompts: Prompts, reward, out_dir, reference=None, **kw):
@@ -183,7 +182,8 @@ class GRPOTrainer(Trainer):
             old = logp.detach() if old is None else old
             loss = grpo_loss(logp, old, batch["advantages"], mask, self.rl.clip_eps, ref, self.rl.kl_coef)
             (loss * weight).backward()
-            sum_gradients(self.model.parameters())
+            if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
+                sum_gradients(self.model.parameters())
             if self.cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
@@ -196,8 +196,9 @@ class GRPOTrainer(Trainer):
         indices = self.train_data.batch(self.sampler.indices(self.step)).tolist()
         prompts = [self.train_data.prompts[i] for i in indices]
         rl = self.rl
-        rolls = sample(self.train_model, prompts, rl.group_size, rl.max_new_tokens, rl.temperature,
-                       seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
+        with gathered(self.train_model):  # under FSDP2: each rank decodes alone, for as many steps as it needs
+            rolls = sample(self.train_model, prompts, rl.group_size, rl.max_new_tokens, rl.temperature,
+                           seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
         rewards = torch.tensor([self.reward(indices[r.prompt], r) for r in rolls])  # [n * G]
         advantages = group_advantages(rewards, rl.group_size)
         rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]

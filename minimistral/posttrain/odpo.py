@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minimistral.data.tokenizer import EOS_ID
-from minimistral.distributed import sum_gradients
+from minimistral.distributed import gathered, sum_gradients
 from minimistral.posttrain.chat import judged_answer
 from minimistral.posttrain.grpo import interrupt_after_block, token_logprobs
 from minimistral.posttrain.pwrm import Pair
@@ -102,7 +102,6 @@ class ODPOTrainer(Trainer):
     responses, length, the implicit reward margin and how often its sign agrees with the judge.
     """
 
-    SHARDABLE = False  # each rank samples its own rollouts, of its own lengths
     SETTINGS = ("odpo_config", "ODPO config")
 
     def __init__(self, model, cfg: TrainConfig, odpo: ODPOConfig, prompts, texts, judge, tokenizer, out_dir,
@@ -127,7 +126,8 @@ class ODPOTrainer(Trainer):
             loss = odpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], batch["prob_a"], o.beta)
             weight = self.token_weight(len(batch["prob_a"]))[0]  # this rank's share of the pairs (1.0: one process)
             ((loss / o.beta if o.rescale else loss) * weight).backward()
-            sum_gradients(self.model.parameters())
+            if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
+                sum_gradients(self.model.parameters())
             if self.cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
@@ -149,8 +149,9 @@ class ODPOTrainer(Trainer):
         indices = self.train_data.batch(self.sampler.indices(self.step)).tolist()
         prompts = [self.train_data.prompts[i] for i in indices]
         o = self.odpo
-        rolls = sample(self.train_model, prompts, 2, o.max_new_tokens, o.temperature,
-                       seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
+        with gathered(self.train_model):  # under FSDP2: each rank decodes alone, for as many steps as it needs
+            rolls = sample(self.train_model, prompts, 2, o.max_new_tokens, o.temperature,
+                           seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
         answers = [judged_answer(self.tokenizer, r.ids, o.thinking) for r in rolls]
         loops = [looping(r) for r in rolls]
         judged = self.judge.prob([Pair(self.texts[i], answers[2 * k], answers[2 * k + 1], 0.0, 0.0)
