@@ -340,13 +340,14 @@ def with_text(out: dict, batch: dict, text_loss) -> dict:
     """``out`` (a loss on the learned tokens) plus ``text_loss(windows)`` on the batch's text windows when it has
     some key ``"text"``: the sum of the two means, and ``parts`` (each mean with its tokens) for the engine to
     weight each by its own tokens over the ranks (``train.Trainer.rank_loss``). Under several processes a rank
-    may hold no window (``vision.data.WithText``): its text part is 0 over 0 tokens."""
+    may hold no window but a stand-in, ``"text_tokens": 0`` (``vision.data.WithText``): its text part is 0
+    over 0 tokens, computed all the same so that every rank runs the same forwards."""
     if "text" not in batch:
         return out
     windows = batch["text"]  # [rows, T + 1]
     answers = out["loss"]
-    text = text_loss(windows) if len(windows) else answers.new_zeros(())
-    n_text = windows[:, 1:].numel()
+    n_text = batch.get("text_tokens", windows[:, 1:].numel())
+    text = text_loss(windows) * (1.0 if n_text else 0.0)  # (0: a stand-in's loss, finite, weighs nothing)
     return out | {"loss": answers + text, "answers": answers.detach(), "text": text.detach(),
                   "parts": {"answers": (answers, out["tokens"]), "text": (text, n_text)}}  # fmt: skip
 

@@ -407,6 +407,11 @@ def test_vision_verb_under_torchrun_matches_one_process(tmp_path):
         assert close([r[part] for r in metric_rows(two, part)], [r[part] for r in metric_rows(one, part)]), part
     w1, w2 = weights(one), weights(two)
     assert all(torch.allclose(w2[k], w1[k], rtol=0, atol=1e-5) for k in w1)
+    sharded = cli(tmp_path / "sharded", *args, "--fsdp", world=2)  # the child and its teacher sharded
+    assert close(losses(sharded)[0], train_1) and close(losses(sharded)[1], val_1)
+    w3 = weights(sharded)
+    assert all(torch.allclose(w3[k], w1[k], rtol=0, atol=1e-5) for k in w1)
+    assert all(torch.equal(w3[k], w1[k]) for k in w1 if k.startswith("vision_tower."))  # copied, frozen
 
 
 def _even(i, rollout):

@@ -214,7 +214,9 @@ class WithText:
     ``indices[:rows] mod len(windows)`` (the sampler's permutation shuffles them too). Under several
     processes ``indices`` is rank r's slice r of the global micro-batch (``train.Sampler``), and the
     windows are still those of the global batch's first ``rows`` positions, held by whichever ranks hold
-    them (a rank past them gets ``[0, seq + 1]``): the same windows whatever the number of processes.
+    them: the same windows whatever the number of processes. A rank past them gets one stand-in window
+    and ``"text_tokens": 0`` (the loss weighs it 0), so that every rank runs the same forwards (under
+    FSDP2 each forward gathers the shards: a collective).
     """
 
     def __init__(self, questions: ImageQuestions, windows: torch.Tensor, rows: int):
@@ -231,4 +233,6 @@ class WithText:
             rank, n = rank_world()[0], len(indices)  # this rank holds global positions [rank * n, (rank + 1) * n)
             mine = indices[: max(0, min(n, self.rows - rank * n))]  # those of them under ``rows``
             out["text"] = self.windows[mine % len(self.windows)]  # [rows of this rank, seq + 1]
+            if not len(mine):
+                out["text"], out["text_tokens"] = self.windows[:1], 0  # a stand-in, weighted 0
         return out

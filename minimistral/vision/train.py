@@ -148,10 +148,11 @@ def _tokenizer_file(checkpoint: str | os.PathLike) -> dict[str, Path]:
     return {"tokenizer.json": file} if file.is_file() else {}
 
 
-class VisionTrainer(Trainer):
-    """The engine for the vision stages. Under ``--fsdp`` the model stays replicated: :func:`cell_loss` reads the
-    projector and the head outside the model's forward, where FSDP2 would hold only shards of them (and what
-    trains here, the projector, is small)."""
+class AlignTrainer(Trainer):
+    """The engine for the parent's alignment. Under ``--fsdp`` the model stays replicated: :func:`cell_loss`
+    reads the projector and the head outside the model's forward, where FSDP2 would hold only shards of them
+    (and what trains here, the new encoder and projector, is small). The other vision stages go through the
+    model's forward and shard like any other."""
 
     SHARDABLE = False
 
@@ -159,7 +160,7 @@ class VisionTrainer(Trainer):
 def _trainer(model, cfg, data, out_dir, loss_fn, lm_lr_scale, val_data, device, desc, extra_files) -> Trainer:
     model.model.requires_grad_(lm_lr_scale > 0)
     model.lm_head.requires_grad_(lm_lr_scale > 0)
-    return VisionTrainer(
+    return (AlignTrainer if loss_fn is cell_loss else Trainer)(
         model,
         cfg,
         data,
