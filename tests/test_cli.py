@@ -189,3 +189,18 @@ def test_stage_verbs_name_what_is_missing(tmp_path, capsys):
     assert main(["posttrain", "pwrm", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert main(["vision", "--checkpoint", str(tmp_path), "--teacher", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_posttrain_stages_on_a_tekken_checkpoint_carry_its_tokenizer(tmp_path, capsys):
+    """A real-format checkpoint (transformers' files, Tekken): SFT then STEM RL, each checkpoint with tekken.json."""
+    hf_model(
+        "ministral3", vocab_size=131072, hidden_size=32, intermediate_size=48, num_hidden_layers=1
+    ).save_pretrained(tmp_path / "base")
+    shutil.copy(tekken_file(), tmp_path / "base" / "tekken.json")
+    base, sft, rl = (str(tmp_path / name) for name in ("base", "sft", "rl"))
+    args = ["--scale", "ci", "--device", "cpu"]
+    assert main(["posttrain", "sft", "--checkpoint", base, "--teacher", base, "--out", sft, *args]) == 0
+    assert main(["posttrain", "stem-rl", "--checkpoint", sft + "/checkpoint", "--out", rl, *args]) == 0
+    for out in (sft, rl):
+        assert (Path(out) / "checkpoint" / "tekken.json").read_bytes() == tekken_file().read_bytes()
+    assert f"wrote {rl}/checkpoint" in capsys.readouterr().out

@@ -21,7 +21,7 @@ import torch
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
-from minimistral.data.tokenizer import load_tokenizer, per_tokenizer
+from minimistral.data.tokenizer import load_tokenizer, per_tokenizer, tokenizer_files
 from minimistral.evaluate.cache import cached
 from minimistral.posttrain.chat import encode_prompt, judged_answer
 from minimistral.posttrain.grpo import GRPOTrainer, Prompts, RLConfig
@@ -122,10 +122,9 @@ def rl_stage(start: Path, out: Path, scale: str | Scale, stage: str, seed: int =
     model = from_pretrained(start)
     if hasattr(model, "vision_tower"):
         model.vision_tower.requires_grad_(False)
-    tokenizer = Path(start) / "tokenizer.json"
     trainer = GRPOTrainer(
         model, _config(steps, p.prompts, p.rl_lr, seed), rl, prompts, reward, out, reference, device=device,
-        desc=f"{stage} rl", extra_files={"tokenizer.json": tokenizer} if tokenizer.is_file() else {},
+        desc=f"{stage} rl", extra_files=tokenizer_files(start),
     )  # fmt: skip
     trainer.fit()
     return trainer.out / CHECKPOINT
@@ -227,11 +226,10 @@ def odpo_stage(start: Path, judge: Path, out: Path, scale: str | Scale, thinking
     model = from_pretrained(start)
     if hasattr(model, "vision_tower"):
         model.vision_tower.requires_grad_(False)
-    tokenizer = Path(start) / "tokenizer.json"
     trainer = ODPOTrainer(
         model, _config(p.odpo_steps, p.prompts, p.odpo_lr, seed), odpo, prompts, [x.prompt for x in items],
         PairwiseRewardModel(judge, device=device), tok, out, from_pretrained(start), device=device, desc="odpo",
-        extra_files={"tokenizer.json": tokenizer} if tokenizer.is_file() else {},
+        extra_files=tokenizer_files(start),
     )  # fmt: skip
     trainer.fit()
     return trainer.out / CHECKPOINT

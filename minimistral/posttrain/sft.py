@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from minimistral.arch.hub import from_pretrained
-from minimistral.data.tokenizer import EOS_ID, Tokenizer
+from minimistral.data.tokenizer import EOS_ID, Tokenizer, tokenizer_files
 from minimistral.distill import ResponseDistillLoss, response_loss
 from minimistral.posttrain.chat import END_THINK, encode_chat
 from minimistral.train import CHECKPOINT, TrainConfig, Trainer, pad_right
@@ -87,7 +87,6 @@ def sft(
     if hasattr(model, "vision_tower"):
         model.vision_tower.requires_grad_(False)
     loss = response_loss if teacher is None else ResponseDistillLoss(from_pretrained(teacher), ntp_weight)
-    tokenizer = Path(student) / "tokenizer.json"
     trainer = Trainer(
         model,
         cfg,
@@ -98,7 +97,7 @@ def sft(
         val_loss_fn=response_loss,
         device=device,
         desc=desc,
-        extra_files={"tokenizer.json": tokenizer} if tokenizer.is_file() else {},
+        extra_files=tokenizer_files(student),  # tekken.json or tokenizer.json, carried into every checkpoint
     )
     trainer.fit()
     return trainer.out / CHECKPOINT

@@ -29,6 +29,7 @@ import torch
 
 from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3
+from minimistral.data.tokenizer import tokenizer_files
 from minimistral.distill import ResponseDistillLoss, next_token_loss, response_logits, response_loss
 from minimistral.train import CHECKPOINT, TrainConfig, Trainer
 from minimistral.vision.config import TINY_VISION, VisionConfig
@@ -100,7 +101,7 @@ def vision_parent(
     """
     out = Path(out_dir)
     model = with_new_vision(from_pretrained(parent, text_only=True), seed=align.seed)
-    tokenizer = _tokenizer_file(parent)
+    tokenizer = tokenizer_files(parent)
     aligned = _trainer(model, align, cells, out / "align", cell_loss, 0.0, None, device, "vision align", tokenizer)
     aligned.fit()
     model = from_pretrained(out / "align" / CHECKPOINT)
@@ -137,15 +138,9 @@ def vision_child(
     model.vision_tower.load_state_dict(parent.vision_tower.state_dict())
     model.vision_tower.requires_grad_(not freeze_vit)
     loss = ResponseDistillLoss(parent, ntp_weight)
-    trainer = _trainer(model, cfg, data, out_dir, loss, 1.0, val_data, device, "vision child", _tokenizer_file(child))
+    trainer = _trainer(model, cfg, data, out_dir, loss, 1.0, val_data, device, "vision child", tokenizer_files(child))
     trainer.fit()
     return trainer.out / CHECKPOINT
-
-
-def _tokenizer_file(checkpoint: str | os.PathLike) -> dict[str, Path]:
-    """The checkpoint's ``tokenizer.json`` to copy into every checkpoint of a run (none if it has none)."""
-    file = Path(checkpoint) / "tokenizer.json"
-    return {"tokenizer.json": file} if file.is_file() else {}
 
 
 class AlignTrainer(Trainer):
