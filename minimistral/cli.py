@@ -211,22 +211,22 @@ def cmd_posttrain(args) -> None:
             raise ValueError(f"posttrain {args.stage}: --{option} is required")
     if not (start / "config.json").is_file():
         raise FileNotFoundError(f"--checkpoint {start}: no config.json (an HF-format checkpoint directory)")
-    common = {"device": args.device}
+    scale, seed, device = args.scale, args.seed, args.device
     if args.stage == "teacher":
-        checkpoint = pp.teach(start, out, args.scale, **common)
+        checkpoint = pp.teach(start, out, scale, device)
     elif args.stage == "sft":
-        checkpoint = pp.sft_child(start, Path(args.teacher), out, args.scale, args.ntp_weight, args.seed, **common)
+        checkpoint = pp.sft_child(start, Path(args.teacher), out, scale, args.ntp_weight, seed, device)
     elif args.stage == "instruct-sft":
-        checkpoint = pp.instruct_sft(start, Path(args.teacher), out, args.scale, args.seed, **common)
+        checkpoint = pp.instruct_sft(start, Path(args.teacher), out, scale, seed, device)
     elif args.stage in ("stem-rl", "general-rl"):
-        checkpoint = pp.rl_stage(start, out, args.scale, args.stage.removesuffix("-rl"), args.seed, **common)
+        checkpoint = pp.rl_stage(start, out, scale, args.stage.removesuffix("-rl"), seed, device)
     elif args.stage == "pwrm":  # start: the stronger teacher the PWRM is fine-tuned from
         policies = [(Path(d), False) for d in args.policy] + [(Path(d), True) for d in args.reasoning_policy]
         if not policies:
             raise ValueError("posttrain pwrm: give at least one --policy or --reasoning-policy checkpoint")
-        checkpoint = pp.reward_model(policies, start, out, args.scale, **common)
+        checkpoint = pp.reward_model(policies, start, out, scale, device)
     else:  # odpo
-        checkpoint = pp.odpo_stage(start, Path(args.judge), out, args.scale, args.thinking, args.seed, **common)
+        checkpoint = pp.odpo_stage(start, Path(args.judge), out, scale, args.thinking, seed, device=device)
     if rank_world()[0] == 0:
         print(f"wrote {checkpoint}")
 

@@ -86,3 +86,18 @@ def hf_vision_model(tied: bool = False, kind: str = "ministral3", seed: int = 0,
             if p.ndim >= 2:
                 p.normal_(0, std)
     return model
+
+
+def tiny_checkpoints(root, **layers):
+    """Random tiny-3b-shaped checkpoints (seed 0) with the project's tokenizer: ``name=layers`` -> ``{name: dir}``."""
+    from minimistral.arch.config import TINY_CONFIGS
+    from minimistral.arch.hub import save_pretrained
+    from minimistral.arch.model import Ministral3
+    from minimistral.data.corpus import build_corpus
+
+    dirs = {}
+    for name, n in layers.items():
+        torch.manual_seed(0)
+        dirs[name] = save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=n)), root / name)
+        (dirs[name] / "tokenizer.json").write_bytes(build_corpus().tokenizer_path.read_bytes())
+    return dirs

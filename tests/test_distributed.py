@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import tiny_checkpoints
 from safetensors.torch import load_file
 
 import minimistral
@@ -357,21 +358,6 @@ def cli(out, *args, world=1):
 
 def metric_rows(out, key):
     return [m for m in read_metrics(out) if key in m]
-
-
-def tiny_checkpoints(root, **layers):
-    """Random tiny-3b-shaped checkpoints with the project's tokenizer: ``name=layers`` -> ``{name: dir}``."""
-    from minimistral.arch.config import TINY_CONFIGS
-    from minimistral.arch.hub import save_pretrained
-    from minimistral.data.corpus import build_corpus
-
-    dirs = {}
-    for name, n in layers.items():
-        torch.manual_seed(0)
-        dirs[name] = save_pretrained(minimistral.Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=n)),
-                                     root / name)  # fmt: skip
-        (dirs[name] / "tokenizer.json").write_bytes(build_corpus().tokenizer_path.read_bytes())
-    return dirs
 
 
 @needs_torchrun

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import tiny_checkpoints
 
 from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer
@@ -152,20 +153,6 @@ def test_chat_rejects_malformed_conversations(tok):
     assert INST not in text_forgery  # control tokens enter by id only
 
 
-def _checkpoints(tmp_path, tok, **layers):
-    """Random tiny-3b-shaped checkpoints with our tokenizer: ``name=number of layers`` -> ``{name: dir}``."""
-    from minimistral.arch.config import TINY_CONFIGS
-    from minimistral.arch.hub import save_pretrained
-    from minimistral.arch.model import Ministral3
-
-    dirs = {}
-    for name, n in layers.items():
-        torch.manual_seed(0)
-        dirs[name] = save_pretrained(Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=n)), tmp_path / name)
-        (dirs[name] / "tokenizer.json").write_bytes(tok.source.read_bytes())
-    return dirs
-
-
 # ----------------------------------------------------------------------------- tasks, SFT data, rollouts
 def test_stem_split_holds_out_by_seed_and_question():
     split = stem_split(30, 10, pretraining_questions={"Calculate 1 + 1."})
@@ -219,7 +206,7 @@ def test_sft_trains_on_responses_with_a_teacher_and_grades_answers(tmp_path, tok
     from minimistral.arch.hub import from_pretrained
     from minimistral.train import TrainConfig
 
-    dirs = _checkpoints(tmp_path, tok, teacher=2, student=1)
+    dirs = tiny_checkpoints(tmp_path, teacher=2, student=1)
     split = stem_split(8, 2)
     data = ChatExamples([p.chat() for p in split["train"]], tok, 256)
     cfg = TrainConfig(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, eval_every=10, ckpt_every=1)
@@ -312,7 +299,7 @@ def test_reasoning_recipe_runs_each_step_once_at_ci_scale(tmp_path, tok):
     from minimistral.arch.hub import from_pretrained
     from minimistral.posttrain.pipeline import posttrain_data, rl_stage, sft_child, teach
 
-    dirs = _checkpoints(tmp_path, tok, parent=2, child=1)
+    dirs = tiny_checkpoints(tmp_path, parent=2, child=1)
     data = posttrain_data(str(dirs["parent"]), "ci")
     assert posttrain_data(str(dirs["child"]), "ci") is data  # one tokenizer, one build
     assert len(data.sft) == 16 * len(STEM_TASKS) + 16 and len(data.val) == 2 * len(STEM_TASKS) + 4
@@ -349,7 +336,7 @@ def test_posttrain_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
     from minimistral.posttrain import study
 
     monkeypatch.setattr(study, "results_dir", lambda scale: tmp_path / "results")
-    one = _checkpoints(tmp_path, tok, one=1)["one"]
+    one = tiny_checkpoints(tmp_path, one=1)["one"]
     root = tmp_path / "root"
     for model in ("tiny-24b", *study.CHILD_MODELS):
         for stage in study.STAGES:

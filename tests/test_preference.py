@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import tiny_checkpoints
 
 from minimistral.data.corpus import build_corpus
 from minimistral.data.tokenizer import load_tokenizer
@@ -44,16 +45,6 @@ def _model(layers=1, seed=0):
 
     torch.manual_seed(seed)
     return Ministral3(TINY_CONFIGS["tiny-3b"].replace(num_hidden_layers=layers))
-
-
-def _checkpoints(tmp_path, tok, **layers):
-    from minimistral.arch.hub import save_pretrained
-
-    dirs = {}
-    for name, n in layers.items():
-        dirs[name] = save_pretrained(_model(n), tmp_path / name)
-        (dirs[name] / "tokenizer.json").write_bytes(tok.source.read_bytes())
-    return dirs
 
 
 # ----------------------------------------------------------------------------- the PWRM's pieces
@@ -261,7 +252,7 @@ def test_instruct_pwrm_and_odpo_steps_run_once_at_ci_scale(tmp_path, tok):
     from minimistral.posttrain.pipeline import instruct_sft, odpo_stage, reward_model
     from minimistral.posttrain.pwrm import PairwiseRewardModel, load_pairs
 
-    dirs = _checkpoints(tmp_path, tok, parent=2, child=1)
+    dirs = tiny_checkpoints(tmp_path, parent=2, child=1)
     instruct = instruct_sft(dirs["child"], dirs["parent"], tmp_path / "instruct", "ci")
     log = [json.loads(line) for line in (tmp_path / "instruct" / "metrics.jsonl").read_text().splitlines()]
     assert "kl" in log[0] and any("val_loss" in r for r in log)
@@ -293,7 +284,7 @@ def test_odpo_study_tables_at_ci_scale(tmp_path, tok, monkeypatch):
     from minimistral.posttrain.study import CHILD_MODELS
 
     monkeypatch.setattr(odpo_study, "results_dir", lambda scale: tmp_path / "results")
-    one = _checkpoints(tmp_path, tok, one=1)["one"]
+    one = tiny_checkpoints(tmp_path, one=1)["one"]
     root = tmp_path / "root"
     for child in CHILD_MODELS:
         for stage in ("general-rl", "reasoning-odpo", "instruct-sft", "instruct-odpo"):

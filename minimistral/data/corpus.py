@@ -476,7 +476,8 @@ def text_windows(tokenizer, source: str, n_tokens: int, width: int, argument: st
     """
     if source.endswith(".safetensors"):
         return load_windows(source, tokenizer, width, argument)[: max(1, n_tokens // width)]
-    if Path(source).is_file():
+    one_document = Path(source).is_file()  # a file: one <s>, at its start
+    if one_document:
         texts = _line_blocks(Path(source), argument)
     elif source in (*SOURCES, "mixture"):
         train = load_documents()["train"]
@@ -486,7 +487,7 @@ def text_windows(tokenizer, source: str, n_tokens: int, width: int, argument: st
         raise ValueError(f"{argument} {source!r}: not a file, nor one of {', '.join((*SOURCES, 'mixture'))}")
     ids: list[int] = []
     for k, text in enumerate(texts):
-        ids.extend(tokenizer.encode(text, bos=k == 0 or not Path(source).is_file()))  # a file is one document
+        ids.extend(tokenizer.encode(text, bos=k == 0 or not one_document))
         if len(ids) >= n_tokens:
             break
     n = min(len(ids), n_tokens) // width
@@ -503,7 +504,7 @@ def _line_blocks(file: Path, argument: str, size: int = 1 << 22) -> Iterator[str
             try:
                 block = fh.read(size) + fh.readline()  # to the end of the line
             except UnicodeDecodeError as exc:
-                raise ValueError(f"{argument} {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+                raise ValueError(f"{argument} {file}: not UTF-8 text ({exc.reason})") from None
             if not block:
                 return
             bar.update(len(block.encode("utf-8")))
