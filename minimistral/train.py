@@ -126,7 +126,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 # ----------------------------------------------------------------------------- data
 class Windows:
-    """Fixed-length token windows ``[n, seq + 1]``: inputs are ``[:, :-1]``, targets ``[:, 1:]``."""
+    """Fixed-length token windows ``[n, seq + 1]``: inputs are ``[:, :-1]``, targets ``[:, 1:]``.
+
+    ``windows`` may be int32 or memory-mapped (``data.corpus.load_windows``): a batch copies its rows as int64."""
 
     def __init__(self, windows: torch.Tensor):
         self.windows = windows
@@ -135,7 +137,7 @@ class Windows:
         return self.windows.shape[0]
 
     def batch(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.windows[indices]
+        return self.windows[indices].long()  # [b, seq + 1]
 
 
 def pad_right(rows: Sequence[tuple[Sequence[int], Sequence[bool]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -418,15 +420,14 @@ class Trainer:
         windows, ``distill.response_loss``) has each mean weighted by this rank's share of its own count, so
         that the sum over ranks is the one-process loss whichever ranks hold which tokens.
         """
-        weight, tokens = self.token_weight(out["tokens"])  # 1.0 and n with one process
         if self.world == 1 or "parts" not in out:
+            weight, tokens = self.token_weight(out["tokens"])  # 1.0 and n with one process
             return out["loss"] * weight, {"loss": weight}, tokens
         names, parts = list(out["parts"]), list(out["parts"].values())
-        counts = all_sum(torch.tensor([float(count) for _, count in parts], dtype=torch.float64)).tolist()
-        shares = {
-            name: (count / total if total else 0.0)
-            for name, (_, count), total in zip(names, parts, counts, strict=True)
-        }
+        mine = [float(out["tokens"])] + [float(count) for _, count in parts]
+        totals = all_sum(torch.tensor(mine, dtype=torch.float64)).tolist()  # one collective for every count
+        share = [m / t if t else 0.0 for m, t in zip(mine, totals, strict=True)]
+        weight, tokens, shares = share[0], int(totals[0]), dict(zip(names, share[1:], strict=True))
         loss = sum(mean * shares[name] for name, (mean, _) in zip(names, parts, strict=True))
         return loss, shares | {"loss": weight}, tokens
 

@@ -1,5 +1,7 @@
 """The command line: params, generate (Tekken and tokenizer.json), convert."""
 
+import gc
+import os
 import shutil
 from pathlib import Path
 
@@ -178,6 +180,34 @@ def test_tokenize_writes_the_windows_distill_reads_and_names_a_mismatch(tmp_path
     assert "not UTF-8 text" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "w.pt")]) == 2
     assert "*.safetensors" in capsys.readouterr().err
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_a_windows_file_is_memory_mapped_not_read(tmp_path):
+    from minimistral.data.corpus import load_windows, save_windows
+    from minimistral.train import Windows
+
+    tok = load_tokenizer(_letters(tmp_path / "ckpt"))
+    out = tmp_path / "big.safetensors"
+    windows = torch.arange(16_384 * 1024, dtype=torch.int32).view(16_384, 1024) % 7  # 64 MB of int32
+    save_windows(windows, out, tok, "test")
+    expected = windows[[3, 16_000]].long()
+    del windows
+    gc.collect()
+    before = _resident_bytes()
+    mapped = load_windows(out, tok, 1024)
+    batch = Windows(mapped).batch(torch.tensor([3, 16_000]))  # two rows read, as int64
+    grown = _resident_bytes() - before
+    assert mapped.shape == (16_384, 1024) and mapped.dtype == torch.int32
+    assert batch.dtype == torch.long and torch.equal(batch, expected)
+    assert grown < 16 * 2**20, f"loading grew resident memory by {grown / 2**20:.0f} MB: the file was read whole"
+    (tmp_path / "other.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(ValueError, match=r"other\.safetensors: not a windows file"):
+        load_windows(tmp_path / "other.safetensors", tok, 1024)
 
 
 def test_stage_verbs_name_what_is_missing(tmp_path, capsys):

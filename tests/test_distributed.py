@@ -405,6 +405,19 @@ def _even(i, rollout):
     return sum(t % 2 == 0 for t in rollout.ids) / max(1, len(rollout.ids))
 
 
+class _Recorded:
+    """``_even``, each reward and response length also appended to a file (one per rank)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def __call__(self, i, rollout):
+        reward = _even(i, rollout)
+        with open(self.file, "a") as fh:
+            fh.write(f"{reward!r} {len(rollout.ids)}\n")
+        return reward
+
+
 def grpo_job(out, max_steps=None, fsdp=False, rank=0):
     """GRPO on a random policy, rank 1 starting from other weights; each rank saves the weights it ends with
     (gathered from the shards under FSDP2)."""
@@ -418,7 +431,8 @@ def grpo_job(out, max_steps=None, fsdp=False, rank=0):
     cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, min_lr=1e-2, warmup_steps=1, ckpt_every=1, log_every=1,
                       fsdp=fsdp)  # fmt: skip
     rl = RLConfig(group_size=4, max_new_tokens=6, inner_steps=2)
-    trainer = GRPOTrainer(minimistral.Ministral3(CFG), cfg, rl, prompts, _even, out, device="cpu")
+    reward = _Recorded(f"{out}/rewards{rank}.txt")
+    trainer = GRPOTrainer(minimistral.Ministral3(CFG), cfg, rl, prompts, reward, out, device="cpu")
     trainer.fit(max_steps)
     assert is_sharded(trainer.model) == fsdp
     state = {k: full(v).contiguous() for k, v in trainer.model.state_dict().items()}
@@ -432,6 +446,11 @@ def test_grpo_under_two_processes_keeps_the_ranks_in_step_and_resumes_bitwise(tm
     assert all(torch.equal(ranks[0][k], v) for k, v in weights(tmp_path / "a").items())
     rows = metric_rows(tmp_path / "a", "reward")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(0 <= r["reward"] <= 1 for r in rows)  # written once
+    seen = [[line.split() for line in (tmp_path / "a" / f"rewards{r}.txt").read_text().splitlines()] for r in (0, 1)]
+    for step, row in enumerate(rows):  # logged: means over all 16 rollouts of the step, whatever their lengths
+        mine = [x for rank in seen for x in rank[8 * step : 8 * step + 8]]
+        assert row["reward"] == pytest.approx(sum(float(x[0]) for x in mine) / 16, abs=1e-6)
+        assert row["length"] == pytest.approx(sum(int(x[1]) for x in mine) / 16, abs=1e-6)
     spawn(2, grpo_job, str(tmp_path / "b"), 1)  # stopped after the first iteration, then resumed
     spawn(2, grpo_job, str(tmp_path / "b"))
     resumed = load_file(tmp_path / "b" / "rank0.safetensors")

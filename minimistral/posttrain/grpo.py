@@ -170,7 +170,10 @@ class GRPOTrainer(Trainer):
         clipped = ((ratio - 1).abs() > self.rl.clip_eps).float().mean()
         self.step += 1
         self.tokens += tokens
-        scalars = {k: float(v) * weight for k, v in (stats | {"loss": loss.detach(), "clipped": clipped}).items()}
+        # means over tokens weigh by this rank's token share; means over rollouts by its share of the rollouts
+        # (the Sampler gives every rank as many prompts), so the sums over ranks are the one-process means
+        scalars = {k: float(v) / self.world for k, v in stats.items()}
+        scalars |= {k: float(v) * weight for k, v in {"loss": loss.detach(), "clipped": clipped}.items()}
         return self.sum_scalars(scalars), tokens
 
     def optimise(self, batch, ref, mask, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -76,4 +76,4 @@ def calibration_batches(tokenizer, calib: str, n_tokens: int, seq_len: int, batc
     from minimistral.data.corpus import text_windows
 
     windows = text_windows(tokenizer, calib, n_tokens, seq_len, argument="--calib")  # [n, seq_len]
-    return [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+    return [windows[i : i + batch_size].long() for i in range(0, len(windows), batch_size)]
