@@ -402,15 +402,19 @@ class Trainer:
                 value = float(loss.detach()) if key == "loss" else value * shares.get(key, shares["loss"])
                 totals[key] = totals.get(key, 0.0) + value / self.cfg.grad_accum
             total_tokens += tokens
+        self.update()
+        self.step += 1
+        self.tokens += total_tokens
+        return self.sum_scalars(totals), total_tokens
+
+    def update(self) -> None:
+        """One optimizer step on the gradients of this step: summed over ranks, clipped, applied, cleared."""
         if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
             sum_gradients(self.model.parameters())
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.tokens += total_tokens
-        return self.sum_scalars(totals), total_tokens
 
     def rank_loss(self, out: dict) -> tuple[torch.Tensor, dict[str, float], int]:
         """(this rank's weighted share of the micro-batch's loss, each scalar's weight, tokens over all ranks).

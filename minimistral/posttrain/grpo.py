@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 
 from minimistral.data.tokenizer import EOS_ID
-from minimistral.distributed import gathered, sum_gradients
+from minimistral.distributed import gathered
 from minimistral.posttrain.rollouts import sample
 from minimistral.train import TrainConfig, Trainer, pad_right
 
@@ -135,6 +135,20 @@ def interrupt_after_block():
         raise KeyboardInterrupt
 
 
+def online_rollouts(trainer: Trainer, n: int, max_new_tokens: int, temperature: float):
+    """The rollouts of an online stage's iteration (GRPO, ODPO): this rank's prompts of the engine's seeded
+    sampler at ``trainer.step``, ``n`` responses to each from the current policy (seeded by the step and the
+    rank, so a resumed run samples the same). Returns (dataset index of each prompt, the rollouts, the
+    ``pad_right`` batch of prompt + response with the response's tokens in ``mask``)."""
+    indices = trainer.train_data.batch(trainer.sampler.indices(trainer.step)).tolist()
+    prompts = [trainer.train_data.prompts[i] for i in indices]
+    seed = trainer.cfg.seed * 1_000_003 + trainer.step + 7_919 * trainer.rank
+    with gathered(trainer.train_model):  # under FSDP2: each rank decodes alone, for as many steps as it needs
+        rolls = sample(trainer.train_model, prompts, n, max_new_tokens, temperature, seed=seed)
+    rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]
+    return indices, rolls, pad_right(rows, EOS_ID)
+
+
 class GRPOTrainer(Trainer):
     """GRPO on the one engine: each engine step is one iteration, and a checkpoint always falls between two.
 
@@ -185,27 +199,16 @@ class GRPOTrainer(Trainer):
             old = logp.detach() if old is None else old
             loss = grpo_loss(logp, old, batch["advantages"], mask, self.rl.clip_eps, ref, self.rl.kl_coef)
             (loss * weight).backward()
-            if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
-                sum_gradients(self.model.parameters())
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.update()
         return loss, logp, old
 
     @torch.no_grad()
     def rollouts(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """This iteration's prompts, ``G`` rollouts each, their rewards and advantages, as one padded batch."""
-        indices = self.train_data.batch(self.sampler.indices(self.step)).tolist()
-        prompts = [self.train_data.prompts[i] for i in indices]
         rl = self.rl
-        with gathered(self.train_model):  # under FSDP2: each rank decodes alone, for as many steps as it needs
-            rolls = sample(self.train_model, prompts, rl.group_size, rl.max_new_tokens, rl.temperature,
-                           seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
+        indices, rolls, batch = online_rollouts(self, rl.group_size, rl.max_new_tokens, rl.temperature)
         rewards = torch.tensor([self.reward(indices[r.prompt], r) for r in rolls])  # [n * G]
-        advantages = group_advantages(rewards, rl.group_size)
-        rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]
-        batch = pad_right(rows, EOS_ID) | {"advantages": advantages}
+        batch["advantages"] = group_advantages(rewards, rl.group_size)
         groups = rearrange(rewards, "(n g) -> n g", g=rl.group_size)
         stats = {
             "reward": rewards.mean(),

@@ -25,13 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minimistral.data.tokenizer import EOS_ID
-from minimistral.distributed import gathered, sum_gradients
 from minimistral.posttrain.chat import judged_answer
-from minimistral.posttrain.grpo import interrupt_after_block, token_logprobs
+from minimistral.posttrain.grpo import interrupt_after_block, online_rollouts, token_logprobs
 from minimistral.posttrain.pwrm import Pair
-from minimistral.posttrain.rollouts import Rollout, sample
-from minimistral.train import TrainConfig, Trainer, pad_right
+from minimistral.posttrain.rollouts import Rollout
+from minimistral.train import TrainConfig, Trainer
 
 
 def odpo_loss(
@@ -126,12 +124,7 @@ class ODPOTrainer(Trainer):
             loss = odpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], batch["prob_a"], o.beta)
             weight = self.token_weight(len(batch["prob_a"]))[0]  # this rank's share of the pairs (1.0: one process)
             ((loss / o.beta if o.rescale else loss) * weight).backward()
-            if not self.sharded:  # (FSDP2 has summed them, each rank keeping its shard)
-                sum_gradients(self.model.parameters())
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.update()
         margin = (logp - ref).detach()[0::2] - (logp - ref).detach()[1::2]  # [n]: delta, the implicit reward margin
         decided = batch["prob_a"] != 0.5
         agree = (
@@ -146,19 +139,14 @@ class ODPOTrainer(Trainer):
     @torch.no_grad()
     def pairs(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """This iteration's prompts, two responses each, and P(a wins) per pair, as one padded batch."""
-        indices = self.train_data.batch(self.sampler.indices(self.step)).tolist()
-        prompts = [self.train_data.prompts[i] for i in indices]
         o = self.odpo
-        with gathered(self.train_model):  # under FSDP2: each rank decodes alone, for as many steps as it needs
-            rolls = sample(self.train_model, prompts, 2, o.max_new_tokens, o.temperature,
-                           seed=self.cfg.seed * 1_000_003 + self.step + 7_919 * self.rank)  # fmt: skip
+        indices, rolls, batch = online_rollouts(self, 2, o.max_new_tokens, o.temperature)
         answers = [judged_answer(self.tokenizer, r.ids, o.thinking) for r in rolls]
         loops = [looping(r) for r in rolls]
         judged = self.judge.prob([Pair(self.texts[i], answers[2 * k], answers[2 * k + 1], 0.0, 0.0)
                                   for k, i in enumerate(indices)]).tolist()  # fmt: skip
         prob_a = [pair_probability(loops[2 * k], loops[2 * k + 1], p) for k, p in enumerate(judged)]
-        rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]
-        batch = pad_right(rows, EOS_ID) | {"prob_a": torch.tensor(prob_a)}
+        batch["prob_a"] = torch.tensor(prob_a)
         stats = {
             "confidence": statistics.fmean(abs(p - 0.5) for p in prob_a),
             "loops": statistics.fmean(loops),
