@@ -82,9 +82,11 @@ def cuda() -> bool:
 
 
 def sync() -> None:
-    """Wait for the GPU's queued work (a CUDA call returns before its kernels finish); nothing on the CPU."""
+    """Wait for the device's queued work (a GPU call returns before its kernels finish); nothing on the CPU."""
     if cuda():
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(DEVICE)  # this device's queue, not the current one's (--device cuda:1)
+    elif DEVICE.type == "mps":
+        torch.mps.synchronize()
 
 
 def parse_args(argv=None) -> argparse.Namespace:

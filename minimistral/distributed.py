@@ -40,14 +40,16 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 def init_from_env() -> None:
     """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1); otherwise nothing.
 
-    Backend: NCCL on CUDA (each rank makes ``cuda:LOCAL_RANK`` its current device, so ``"cuda"`` and
-    :func:`minimistral.arch.model.default_device` mean its own GPU), else gloo (CPU).
+    Backend: NCCL for CUDA tensors (each rank makes ``cuda:LOCAL_RANK`` its current device, so ``"cuda"``
+    and :func:`minimistral.arch.model.default_device` mean its own GPU) and gloo for CPU tensors (the
+    engine's token counts and logged scalars are summed on the CPU: NCCL alone refuses them); gloo only
+    without CUDA.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
+        dist.init_process_group("cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group("gloo")
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch.distributed.fsdp import FSDPModule
 from tqdm.auto import tqdm
 
@@ -230,7 +230,8 @@ def precision(cfg: TrainConfig, device: torch.device) -> str:
     """ "bf16" or "fp32": ``cfg.precision``, with "auto" = bf16 on a CUDA device that has it."""
     if cfg.precision != "auto":
         return cfg.precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if native else "fp32"  # (a pre-Ampere GPU only emulates bf16: slower than fp32)
 
 
 # ----------------------------------------------------------------------------- engine
@@ -587,17 +588,20 @@ class Trainer:
             for name, _, _, tensor in read_tensors(d, vision=True):
                 if name in params:
                     params[name].copy_(like(tensor, params[name]))
-        tensors = load_file(d / OPTIMIZER_FILE)
-        torch.set_rng_state(tensors.pop("rng.cpu"))
-        cuda_rng = tensors.pop("rng.cuda", None)
-        if cuda_rng is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(cuda_rng)
-        opt_state = _unflatten_optimizer(tensors, self.device)
         order = [p for g in self.optimizer.param_groups for p in g["params"]]  # state_dict's numbering
-        for i, s in opt_state["state"].items():  # moments laid out as their parameter (a shard, under FSDP2)
-            opt_state["state"][i] = {k: v if k == "step" else like(v, order[i]) for k, v in s.items()}
+        moments: dict[int, dict] = {}
+        with safe_open(str(d / OPTIMIZER_FILE), framework="pt") as f:  # one tensor at a time, never all at once
+            torch.set_rng_state(f.get_tensor("rng.cpu"))
+            names = f.keys()
+            if "rng.cuda" in names and torch.cuda.is_available():
+                torch.cuda.set_rng_state(f.get_tensor("rng.cuda"))
+            for name in (n for n in names if n.startswith("state.")):  # state.<i>.<key>
+                _, i, key = name.split(".", 2)
+                value = f.get_tensor(name)  # laid out as its parameter (this rank's shard, under FSDP2)
+                moments.setdefault(int(i), {})[key] = value if key == "step" else like(value, order[int(i)])
+        opt_state = {"state": moments}
         opt_state["param_groups"] = [
-            g | {"params": ours["params"]}
+            g | {key: ours[key] for key in ("params", "fused", "foreach") if key in ours}  # this device's kernel
             for g, ours in zip(state["param_groups"], self.optimizer.state_dict()["param_groups"], strict=True)
         ]
         self.optimizer.load_state_dict(opt_state)
@@ -669,11 +673,3 @@ def _flatten_optimizer(state_dict: dict) -> dict[str, torch.Tensor]:
         for k, v in s.items():
             out[f"state.{i}.{k}"] = v.detach().to("cpu").contiguous() if torch.is_tensor(v) else torch.tensor(v)
     return out
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], device) -> dict:
-    state: dict[int, dict] = {}
-    for name, t in tensors.items():
-        _, i, k = name.split(".", 2)
-        state.setdefault(int(i), {})[k] = t if k == "step" else t.to(device)
-    return {"state": state}

@@ -93,6 +93,24 @@ def test_resume_is_bitwise_exact(tmp_path):
     assert steps_a == steps_b
 
 
+class FusedTrainer(Trainer):
+    """The engine with the fused AdamW kernel, as on CUDA (CPU has it too)."""
+
+    def build_optimizer(self):
+        groups = [
+            {k: g[k] for k in ("params", "weight_decay", "lr_scale")} for g in super().build_optimizer().param_groups
+        ]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=True)
+
+
+def test_a_run_resumed_on_another_device_uses_that_devices_optimizer_kernel(tmp_path):
+    trainer(tmp_path, steps=6).fit(3)  # saved by the foreach kernel (CPU) after 3 steps
+    cfg = trainer(tmp_path, steps=6).cfg
+    resumed = FusedTrainer(model(), cfg, data(), tmp_path, val_data=data(8, seed=1), device="cpu")
+    resumed.fit()
+    assert resumed.step == 6 and all(g["fused"] and not g["foreach"] for g in resumed.optimizer.param_groups)
+
+
 def test_checkpoint_is_a_standard_checkpoint(tmp_path):
     t = trainer(tmp_path, steps=3)
     t.fit()

@@ -172,7 +172,7 @@ class GRPOTrainer(Trainer):
 
     def train_step(self) -> tuple[dict[str, float], int]:
         batch, stats = self.rollouts()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():  # (bf16 autocast on a GPU that has it, as every stage)
             ref = token_logprobs(self.reference, batch) if self.reference is not None else None
         self.apply_lr()
         self.train_model.train()
@@ -195,7 +195,8 @@ class GRPOTrainer(Trainer):
         the last log-probabilities and those of the policy that sampled (the first pass's, as no step has run)."""
         old = None  # ``weight``: this rank's share of the tokens (1.0: one process)
         for _ in range(self.rl.inner_steps):
-            logp = token_logprobs(self.train_model, batch)  # [n, T]
+            with self.autocast():
+                logp = token_logprobs(self.train_model, batch)  # [n, T]
             old = logp.detach() if old is None else old
             loss = grpo_loss(logp, old, batch["advantages"], mask, self.rl.clip_eps, ref, self.rl.kl_coef)
             (loss * weight).backward()

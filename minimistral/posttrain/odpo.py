@@ -114,12 +114,13 @@ class ODPOTrainer(Trainer):
 
     def train_step(self) -> tuple[dict[str, float], int]:
         batch, stats = self.pairs()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():  # (bf16 autocast on a GPU that has it, as every stage)
             ref = sequence_logprobs(self.reference, batch)  # [2n]: a, b, a, b, ...
         self.apply_lr()
         self.train_model.train()
         with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
-            logp = sequence_logprobs(self.train_model, batch)  # [2n]
+            with self.autocast():
+                logp = sequence_logprobs(self.train_model, batch)  # [2n]
             o = self.odpo
             loss = odpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], batch["prob_a"], o.beta)
             weight = self.token_weight(len(batch["prob_a"]))[0]  # this rank's share of the pairs (1.0: one process)

@@ -55,6 +55,11 @@ WRITERS = ("o_proj", "down_proj")  # add to the residual stream
 PER_SITE_GAIN = False  # prune_hidden's default norm-gain correction (see norm_gains)
 
 
+def fp64(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64, for exact sums over many tokens (MPS has no float64: its activations go to the CPU)."""
+    return x.cpu().double() if x.device.type == "mps" else x.double()
+
+
 # ----------------------------------------------------------------------------- 1. layers
 class BlockIO(Probe):
     r"""Per layer, sums over tokens of $\|y\|/\|x\|$, $\|x\|/\|y\|$ and $1-\cos(x, y)$.
@@ -67,7 +72,7 @@ class BlockIO(Probe):
 
     def attach(self, block: Block, i: int) -> list[RemovableHandle]:
         def fn(module, args, output):
-            x, y = args[0].double(), output.double()  # [b, t, D]
+            x, y = fp64(args[0]), fp64(output)  # [b, t, D]
             nx, ny = x.norm(dim=-1), y.norm(dim=-1)  # [b, t]
             self.sums["out/in"][i] += (ny / nx).sum().cpu()
             self.sums["in/out"][i] += (nx / ny).sum().cpu()
@@ -167,7 +172,7 @@ class SecondMoment(Probe):
         return [m.register_forward_pre_hook(self._add) for m in (block.input_layernorm, block.post_attention_layernorm)]
 
     def _add(self, module, args) -> None:
-        x = args[0].reshape(-1, self.C.shape[0]).double()  # [tokens, D]
+        x = fp64(args[0].reshape(-1, self.C.shape[0]))  # [tokens, D]
         self.C.add_((x.T @ x).cpu())
         self.rows += x.shape[0]
 
@@ -208,7 +213,7 @@ class SiteEnergy(Probe):
 
     def _hook(self, site: int):
         def fn(module, args):
-            x = args[0].reshape(-1, self.Q.shape[0]).double()  # [tokens, D]
+            x = fp64(args[0].reshape(-1, self.Q.shape[0]))  # [tokens, D]
             self.energy[site] += ((x @ self.Q.to(x.device)) ** 2).sum(0).cpu()
 
         return fn
@@ -422,7 +427,7 @@ class FfnActivation(Probe):
     def attach(self, block: Block, i: int) -> list[RemovableHandle]:
         def fn(module, args):
             h = args[0].reshape(-1, args[0].shape[-1])  # [tokens, F]
-            self.sums[i] += h.abs().sum(0).double().cpu()
+            self.sums[i] += h.abs().sum(0).cpu().double()
             self.counts[i] += h.shape[0]
 
         return [block.mlp.down_proj.register_forward_pre_hook(fn)]
