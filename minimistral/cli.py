@@ -24,6 +24,58 @@ DTYPES = {
 }
 
 
+# ----------------------------------------------------------------------------- argument types
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value:g}")
+    return value
+
+
+def device(text: str) -> str:
+    """An argparse type: a device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    try:
+        d = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (cpu, cuda, cuda:N, mps)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is built without CUDA" if not torch.backends.cuda.is_built() else "no GPU found"
+            raise argparse.ArgumentTypeError(f"{text}: not available ({why}); use cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices")
+    elif d.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: not available (no Apple GPU here); use cpu")
+    elif d.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text}: devices here are cpu, cuda, cuda:N and mps")
+    return text
+
+
 def cmd_params(args) -> None:
     from minimistral.arch.config import CONFIGS, TINY_CONFIGS, TINY_OF_REAL
     from minimistral.arch.params import family_ratios_table, params_table, vision_params_table
@@ -110,7 +162,12 @@ def cmd_prune(args) -> None:
     from minimistral.prune.heuristics import PER_SITE_GAIN, prune
     from minimistral.prune.streaming import CheckpointReader, available_memory, prune_checkpoint, should_stream
 
-    load_config(args.checkpoint)  # fail fast on a wrong directory
+    config = load_config(args.checkpoint)  # fail fast on a wrong directory or a size it does not have
+    for option, asked, has in (("--layers", args.layers, config.num_hidden_layers),
+                               ("--hidden", args.hidden, config.hidden_size),
+                               ("--ffn", args.ffn, config.intermediate_size)):  # fmt: skip
+        if asked is not None and asked > has:
+            raise ValueError(f"{option} {asked}: the checkpoint has {has}; pruning keeps at most that")
     tok = load_tokenizer(args.checkpoint)
     batches = calibration_batches(tok, args.calib, args.calib_tokens, args.seq_len)
     device = torch.device(args.device) if args.device else default_device()
@@ -239,12 +296,15 @@ POSTTRAIN_NEEDS = {  # stage -> options it requires besides --checkpoint and --o
 
 def cmd_vision(args) -> None:
     """A child's image understanding (paper §2): the teacher's ViT copied and frozen, a new projector by KD."""
+    from minimistral.arch.hub import load_vision_config
     from minimistral.distributed import rank_world
     from minimistral.vision.study import see_child
 
     for option in ("checkpoint", "teacher"):
         if not (Path(getattr(args, option)) / "config.json").is_file():
             raise FileNotFoundError(f"--{option} {getattr(args, option)}: no config.json (an HF checkpoint directory)")
+    if load_vision_config(args.teacher) is None:
+        raise ValueError(f"--teacher {args.teacher}: a text-only checkpoint; the teacher must read images (mistral3)")
     checkpoint = see_child(Path(args.checkpoint), Path(args.teacher), Path(args.out), args.scale, args.seed,
                            args.device)  # fmt: skip
     if rank_world()[0] == 0:
@@ -318,7 +378,7 @@ def _engine(s: argparse.ArgumentParser) -> None:
 
 def _scale_and_device(s: argparse.ArgumentParser) -> None:
     s.add_argument("--scale", choices=("ci", "default"), default="default", help="minimistral/scales.py")
-    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.add_argument("--device", type=device, default=None, help="default: cuda, else mps, else cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,12 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--image", action="append", default=[], metavar="FILE", help="an image before the prompt (repeatable)"
     )
-    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--max-new-tokens", type=positive, default=64)
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: as stored")
-    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.add_argument("--device", type=device, default=None, help="default: cuda, else mps, else cpu")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("pretrain", help="pretrain the tiny parent (tiny-24b) on real text and math; resumes")
@@ -352,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch.compile + fused AdamW (default: on at the default scale where it works)",
     )
-    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (same schedule; resumes)")
+    s.add_argument(
+        "--max-steps", type=positive, default=None, help="stop after this many steps (same schedule; resumes)"
+    )
     _engine(s)
     s.set_defaults(func=cmd_pretrain)
 
@@ -365,19 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory; the student lands in OUT/checkpoint")
     s.add_argument("--data", default="mixture", help="shakespeare, milton, math, mixture, a UTF-8 .txt file, "
                    "or a .safetensors file from `minimistral tokenize`")  # fmt: skip
-    s.add_argument("--tokens", type=int, default=1_000_000, help="tokens of --data to read")
-    s.add_argument("--seq-len", type=int, default=4096)
-    s.add_argument("--steps", type=int, default=1000)
-    s.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch over all processes")
-    s.add_argument("--grad-accum", type=int, default=1)
+    s.add_argument("--tokens", type=positive, default=1_000_000, help="tokens of --data to read")
+    s.add_argument("--seq-len", type=positive, default=4096)
+    s.add_argument("--steps", type=positive, default=1000)
+    s.add_argument("--batch-size", type=positive, default=8, help="sequences per micro-batch over all processes")
+    s.add_argument("--grad-accum", type=positive, default=1)
     s.add_argument("--lr", type=float, default=1e-4, help="peak; cosine to a tenth of it")
-    s.add_argument("--warmup-steps", type=int, default=50)
-    s.add_argument("--eval-every", type=int, default=100)
-    s.add_argument("--ckpt-every", type=int, default=100)
-    s.add_argument("--log-every", type=int, default=10)
-    s.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (same schedule; resumes)")
+    s.add_argument("--warmup-steps", type=non_negative, default=50)
+    s.add_argument("--eval-every", type=positive, default=100)
+    s.add_argument("--ckpt-every", type=positive, default=100)
+    s.add_argument("--log-every", type=positive, default=10)
+    s.add_argument(
+        "--max-steps", type=positive, default=None, help="stop after this many steps (same schedule; resumes)"
+    )
     s.add_argument("--teacher-dtype", choices=sorted(DTYPES), default="bf16")
-    s.add_argument("--device", default=None, help="default: cuda, else mps, else cpu")
+    s.add_argument("--device", type=device, default=None, help="default: cuda, else mps, else cpu")
     _engine(s)
     s.set_defaults(func=cmd_distill)
 
@@ -387,20 +451,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--checkpoint", required=True, help="the directory whose tokenizer to use (the student's)")
     s.add_argument("--data", required=True, help="shakespeare, milton, math, mixture, or a UTF-8 .txt file")
-    s.add_argument("--tokens", type=int, default=1_000_000, help="tokens of --data to encode")
-    s.add_argument("--seq-len", type=int, default=4096, help="the sequence length distill will train on")
+    s.add_argument("--tokens", type=positive, default=1_000_000, help="tokens of --data to encode")
+    s.add_argument("--seq-len", type=positive, default=4096, help="the sequence length distill will train on")
     s.add_argument("--out", required=True, help="FILE.safetensors")
     s.set_defaults(func=cmd_tokenize)
 
     s = sub.add_parser("prune", help="prune a checkpoint: layers, then hidden size, then FFN (paper Algorithm 2)")
     s.add_argument("--checkpoint", required=True, help="any directory from_pretrained reads, with its tokenizer")
     s.add_argument("--out", required=True)
-    s.add_argument("--layers", type=int, default=None, help="keep this many layers")
-    s.add_argument("--hidden", type=int, default=None, help="new hidden size (PCA rotation)")
-    s.add_argument("--ffn", type=int, default=None, help="new FFN width")
+    s.add_argument("--layers", type=positive, default=None, help="keep this many layers")
+    s.add_argument("--hidden", type=positive, default=None, help="new hidden size (PCA rotation)")
+    s.add_argument("--ffn", type=positive, default=None, help="new FFN width")
     s.add_argument("--calib", default="mixture", help="shakespeare, milton, math, mixture, or a .txt file")
-    s.add_argument("--calib-tokens", type=int, default=32768)
-    s.add_argument("--seq-len", type=int, default=256)
+    s.add_argument("--calib-tokens", type=positive, default=32768)
+    s.add_argument("--seq-len", type=positive, default=256)
     s.add_argument(
         "--layer-score",
         default="out/in",
@@ -425,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read and prune one layer at a time (default: when the model is over a fifth of the available memory)",
     )
     s.add_argument("--dtype", choices=sorted(DTYPES), default=None)
-    s.add_argument("--device", default=None)
+    s.add_argument("--device", type=device, default=None)
     s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("prune-study", help="every pruning heuristic and baseline on the tiny parent, as CSV tables")
@@ -523,9 +587,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--dtype", choices=sorted(DTYPES), default=None)
-    s.add_argument("--max-shard-size-mb", type=float, default=None)
+    s.add_argument("--max-shard-size-mb", type=positive_float, default=None)
     s.set_defaults(func=cmd_convert)
     return p
+
+
+def check_out(args) -> None:
+    """Before any work: ``--out`` must be something the verb can write, and never the checkpoint it reads."""
+    if getattr(args, "out", None) is None:
+        return
+    out = Path(args.out)
+    if args.command == "tokenize":
+        if out.is_dir():
+            raise ValueError(f"--out {out}: a directory; name the windows file, e.g. {out / 'corpus.safetensors'}")
+        if out.exists() and not _is_windows_file(out):
+            raise ValueError(
+                f"--out {out}: exists and is not a windows file from `minimistral tokenize`; not overwriting it"
+            )
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    elif args.command in ("prune", "convert") and out.resolve() == Path(args.checkpoint).resolve():
+        raise ValueError(f"--out {out}: the same directory as --checkpoint; writing there would overwrite the source")
+    ancestor = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if ancestor != out.absolute() and not ancestor.is_dir():
+        raise ValueError(f"--out {out}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK):
+        raise ValueError(f"--out {out}: no permission to write in {ancestor}")
+
+
+def _is_windows_file(file: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return "tokenizer_sha256" in (f.metadata() or {})
+    except Exception:  # anything unreadable is not a windows file
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,9 +637,13 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[variable] = "1"
     init_from_env()  # under torchrun: join the process group (minimistral.distributed)
     try:
+        check_out(args)
         args.func(args)
     except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
         print(f"minimistral: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be written after all (a full disk, permissions changed)
+        print(f"minimistral: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch.distributed.fsdp import FSDPModule
 from tqdm.auto import tqdm
 
@@ -579,7 +579,10 @@ class Trainer:
     def resume(self) -> None:
         """Restore weights, optimizer, RNG and position from the latest checkpoint."""
         d = self.checkpoint_dir()
-        state = json.loads((d / STATE_FILE).read_text())
+        try:
+            state = json.loads((d / STATE_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResumeError(f"{d / STATE_FILE}: not readable JSON ({exc}); delete {d} to start over") from None
         self._check_compatible(state, d / STATE_FILE)
         from minimistral.arch.hub import read_tensors
 
@@ -588,9 +591,17 @@ class Trainer:
             for name, _, _, tensor in read_tensors(d, vision=True):
                 if name in params:
                     params[name].copy_(like(tensor, params[name]))
+        try:
+            self._load_optimizer(d / OPTIMIZER_FILE, state)
+        except SafetensorError as exc:
+            raise ResumeError(f"{d / OPTIMIZER_FILE}: unreadable ({exc}); delete {d} to start over") from None
+        self.step, self.tokens = state["step"], state["tokens"]
+
+    def _load_optimizer(self, file: Path, state: dict) -> None:
+        """The optimizer's moments and the RNG states, each moment laid out as its parameter."""
         order = [p for g in self.optimizer.param_groups for p in g["params"]]  # state_dict's numbering
         moments: dict[int, dict] = {}
-        with safe_open(str(d / OPTIMIZER_FILE), framework="pt") as f:  # one tensor at a time, never all at once
+        with safe_open(str(file), framework="pt") as f:  # one tensor at a time, never all at once
             torch.set_rng_state(f.get_tensor("rng.cpu"))
             names = f.keys()
             if "rng.cuda" in names and torch.cuda.is_available():
@@ -605,7 +616,6 @@ class Trainer:
             for g, ours in zip(state["param_groups"], self.optimizer.state_dict()["param_groups"], strict=True)
         ]
         self.optimizer.load_state_dict(opt_state)
-        self.step, self.tokens = state["step"], state["tokens"]
 
     def _check_compatible(self, state: dict, file: Path) -> None:
         saved, now = state["train_config"], dataclasses.asdict(self.cfg)

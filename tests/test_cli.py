@@ -1,6 +1,7 @@
 """The command line: params, generate (Tekken and tokenizer.json), convert."""
 
 import gc
+import json
 import os
 import shutil
 from pathlib import Path
@@ -234,3 +235,93 @@ def test_posttrain_stages_on_a_tekken_checkpoint_carry_its_tokenizer(tmp_path, c
     for out in (sft, rl):
         assert (Path(out) / "checkpoint" / "tekken.json").read_bytes() == tekken_file().read_bytes()
     assert f"wrote {rl}/checkpoint" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--checkpoint", "c", "--prompt", "x", "--device", "gpu"], "--device: 'gpu' is not a device"),
+        (["distill", "--student", "s", "--teacher", "t", "--out", "o", "--seq-len", "0"], "--seq-len: must be a"),
+        (["distill", "--student", "s", "--teacher", "t", "--out", "o", "--batch-size", "-2"], "--batch-size: must"),
+        (["tokenize", "--checkpoint", "c", "--data", "d", "--out", "o.safetensors", "--tokens", "-5"], "--tokens"),
+        (["prune", "--checkpoint", "c", "--out", "o", "--layers", "0"], "argument --layers: must be a positive"),
+        (["convert", "--checkpoint", "c", "--out", "o", "--max-shard-size-mb", "-1"], "--max-shard-size-mb"),
+    ],
+)  # fmt: skip
+def test_bad_numbers_and_devices_are_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_device_this_machine_lacks_is_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--checkpoint", "c", "--prompt", "x", "--device", "cuda"])
+    assert "argument --device: cuda: not available" in capsys.readouterr().err
+
+
+def test_out_is_checked_before_any_work_and_never_overwrites_the_source(tmp_path, capsys):
+    from conftest import tiny_checkpoints
+
+    ckpt = tiny_checkpoints(tmp_path, src=2)["src"]
+    before = (ckpt / "model.safetensors").read_bytes()
+    (tmp_path / "file.txt").write_text("keep me")
+    prune = ["prune", "--checkpoint", str(ckpt), "--out"]
+    cases = [
+        ([*prune, str(ckpt), "--layers", "1"], "the same directory as --checkpoint"),
+        (["convert", "--checkpoint", str(ckpt), "--out", str(ckpt)], "the same directory as --checkpoint"),
+        ([*prune, str(tmp_path / "file.txt")], "exists and is not a directory"),
+        ([*prune, str(tmp_path / "file.txt" / "p")], "is a file, not a directory"),
+        ([*prune, str(tmp_path / "p"), "--layers", "9"], "--layers 9: the checkpoint has 2"),
+        (["tokenize", "--checkpoint", str(ckpt), "--data", "milton", "--out", str(ckpt / "model.safetensors")],
+         "exists and is not a windows file"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert (ckpt / "model.safetensors").read_bytes() == before and (tmp_path / "file.txt").read_text() == "keep me"
+    (tmp_path / "run").mkdir()
+    shutil.copytree(ckpt, tmp_path / "run" / "checkpoint")
+    assert main(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "x"]) == 2  # a run, not its model
+    assert f"its model is in {tmp_path / 'run' / 'checkpoint'}" in capsys.readouterr().err
+
+
+def test_distill_refuses_a_teacher_with_another_tokenizer_and_a_vision_step_a_text_teacher(tmp_path, capsys):
+    from conftest import tiny_checkpoints
+
+    dirs = tiny_checkpoints(tmp_path, student=1, teacher=2)
+    file = dirs["teacher"] / "tokenizer.json"
+    raw = json.loads(file.read_text())
+    ids = load_tokenizer(dirs["student"]).encode("To be, or not to be", bos=False)[:2]
+    names = {v: k for k, v in raw["model"]["vocab"].items()}
+    raw["model"]["vocab"][names[ids[0]]], raw["model"]["vocab"][names[ids[1]]] = ids[1], ids[0]  # two ids swapped
+    file.write_text(json.dumps(raw))
+    student, teacher = str(dirs["student"]), str(dirs["teacher"])
+    argv = ["distill", "--student", student, "--teacher", teacher, "--out", str(tmp_path / "o"), "--seq-len", "16"]
+    assert main([*argv, "--tokens", "400", "--steps", "1", "--device", "cpu"]) == 2
+    assert "its tokenizer encodes text differently from the student's" in capsys.readouterr().err
+    argv = ["vision", "--checkpoint", student, "--teacher", student, "--out", str(tmp_path / "v"), "--scale", "ci"]
+    assert main(argv) == 2
+    assert "a text-only checkpoint; the teacher must read images" in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_is_named_when_a_run_resumes(tmp_path, capsys):
+    from conftest import tiny_checkpoints
+
+    student = str(tiny_checkpoints(tmp_path, student=1)["student"])
+    argv = ["distill", "--student", student, "--teacher", student, "--out", str(tmp_path / "o"), "--seq-len", "16",
+            "--tokens", "800", "--steps", "2", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
+            "--teacher-dtype", "fp32"]  # fmt: skip
+    assert main(argv) == 0
+    state = tmp_path / "o" / "checkpoint" / "trainer_state.json"
+    good = state.read_text()
+    state.write_text(good[:-20])
+    assert main(argv) == 2
+    assert f"{state}: not readable JSON" in capsys.readouterr().err
+    state.write_text(good)
+    optimizer = tmp_path / "o" / "checkpoint" / "optimizer.safetensors"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    assert main(argv) == 2
+    assert f"{optimizer}: unreadable" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 
 from minimistral.arch.config import ModelConfig
 from minimistral.arch.model import Ministral3, skeleton
-from minimistral.errors import CheckpointError
+from minimistral.errors import CheckpointError, run_dir_hint
 from minimistral.files import atomic_write
 from minimistral.vision.config import VisionConfig
 
@@ -44,7 +44,7 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
     if not Path(path).is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
     if not file.is_file():
-        raise CheckpointError(f"{file}: missing (a checkpoint directory needs config.json)")
+        raise CheckpointError(f"{file}: missing (a checkpoint directory needs config.json){run_dir_hint(path)}")
     try:
         raw = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -26,7 +26,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from minimistral.errors import CheckpointError
+from minimistral.errors import CheckpointError, run_dir_hint
 
 # The first 32 ids of the real Tekken vocabulary (tekken_240911.json), same names, same ids.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -98,7 +98,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         return _tekken(d / "tekken.json")
     if (d / "tokenizer.json").is_file():
         return _hf_tokenizer(d / "tokenizer.json")
-    raise CheckpointError(f"{d}: no tekken.json or tokenizer.json to encode the prompt with")
+    raise CheckpointError(f"{d}: no tekken.json or tokenizer.json{run_dir_hint(d)}")
 
 
 def file_sha256(file: str | os.PathLike) -> str:
@@ -147,6 +147,29 @@ def _hf_tokenizer(file: Path) -> Tokenizer:
         return tok.encode(s, add_special_tokens=False).ids
 
     return Tokenizer(encode, lambda ids: tok.decode(ids, skip_special_tokens=True), bos, eos, file)
+
+
+# Text of many kinds (words, digits, punctuation, code, other scripts): two tokenizers that encode it alike
+PROBE_TEXT = (
+    "To be, or not to be: that is the question. Of Man's first disobedience, and the fruit\n"
+    "Solve 3x + 7 = 22; x = 5 (1,024 tokens at 0.5%). def f(a, b):\n\treturn a * b  # naïve café\n"
+    "Привет, мир! 東京は晴れ。 ¿Qué tal? [INST] What is the pass key? [/INST] 90210 </s>"
+)
+
+
+def check_same_tokenizer(student: str | os.PathLike, teacher: str | os.PathLike) -> None:
+    """Distillation compares logits id by id: the teacher's tokenizer must encode text as the student's.
+
+    Identical files pass at once; otherwise both encode ``PROBE_TEXT`` and must give the same ids
+    (a Tekken file and its ``tokenizer.json`` export do). A teacher without a tokenizer is not checked.
+    """
+    if not tokenizer_files(teacher):
+        return
+    a, b = load_tokenizer(student), load_tokenizer(teacher)
+    if a.sha256 == b.sha256:
+        return
+    if a.encode(PROBE_TEXT) != b.encode(PROBE_TEXT):
+        raise CheckpointError(f"--teacher {teacher}: its tokenizer encodes text differently from the student's")
 
 
 def read_tokenizer_json(file: str | os.PathLike) -> HFTokenizer:
