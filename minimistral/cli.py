@@ -259,6 +259,7 @@ def cmd_reproduce(args) -> None:
 
 def cmd_posttrain(args) -> None:
     """One post-training stage (paper §4) from a checkpoint, resumable, torchrun-ready: the driver's own steps."""
+    from minimistral.data.tokenizer import check_same_tokenizer
     from minimistral.distributed import rank_world
     from minimistral.posttrain import pipeline as pp
 
@@ -268,6 +269,8 @@ def cmd_posttrain(args) -> None:
             raise ValueError(f"posttrain {args.stage}: --{option} is required")
     if not (start / "config.json").is_file():
         raise FileNotFoundError(f"--checkpoint {start}: no config.json (an HF-format checkpoint directory)")
+    if args.teacher is not None:  # its logits are compared id by id with the student's
+        check_same_tokenizer(start, args.teacher)
     scale, seed, device = args.scale, args.seed, args.device
     if args.stage == "teacher":
         checkpoint = pp.teach(start, out, scale, device)

@@ -32,6 +32,7 @@ formula, with 0.5 GiB of peak memory above the inputs against 1.3 GiB.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -436,6 +437,27 @@ def distill(
 
 
 # ----------------------------------------------------------------------------- real checkpoints
+def same_inputs(out_dir: Path, **inputs) -> None:
+    """A run resumes only on the inputs it started with: ``out_dir/inputs.json`` records them (paths resolved);
+    another student, teacher or data on resume is a one-line error (the optimizer's state belongs to the first)."""
+    from minimistral.distributed import rank_world
+    from minimistral.files import write_json
+    from minimistral.train import ResumeError
+
+    now = {k: str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) and Path(v).exists() else v
+           for k, v in inputs.items()}  # fmt: skip
+    file = out_dir / "inputs.json"
+    if file.is_file() and (out_dir / "checkpoint").is_dir():  # a run to resume: its inputs must not change
+        saved = json.loads(file.read_text())
+        for key, value in now.items():
+            if saved.get(key) != value:
+                option = "--" + key.replace("_", "-")
+                raise ResumeError(f"{file}: cannot resume: {option} was {saved.get(key)!r}, now {value!r}; "
+                                  "another --out starts a new run")  # fmt: skip
+    elif rank_world()[0] == 0:
+        write_json(now, file)
+
+
 def distill_checkpoint(
     student: str | os.PathLike,
     teacher: str | os.PathLike,
@@ -464,6 +486,7 @@ def distill_checkpoint(
     from minimistral.distributed import rank_world
 
     check_same_tokenizer(student, teacher)
+    same_inputs(Path(out_dir), student=student, teacher=teacher, data=data, tokens=tokens, seq_len=seq_len)
     windows = text_windows(load_tokenizer(student), data, tokens, seq_len + 1)  # [n, seq_len + 1]
     held = max(1, len(windows) // 20)
     if len(windows) <= held:

@@ -302,6 +302,9 @@ def test_distill_refuses_a_teacher_with_another_tokenizer_and_a_vision_step_a_te
     argv = ["distill", "--student", student, "--teacher", teacher, "--out", str(tmp_path / "o"), "--seq-len", "16"]
     assert main([*argv, "--tokens", "400", "--steps", "1", "--device", "cpu"]) == 2
     assert "its tokenizer encodes text differently from the student's" in capsys.readouterr().err
+    argv = ["posttrain", "sft", "--checkpoint", student, "--teacher", teacher, "--out", str(tmp_path / "s")]
+    assert main([*argv, "--scale", "ci"]) == 2
+    assert "its tokenizer encodes text differently from the student's" in capsys.readouterr().err
     argv = ["vision", "--checkpoint", student, "--teacher", student, "--out", str(tmp_path / "v"), "--scale", "ci"]
     assert main(argv) == 2
     assert "a text-only checkpoint; the teacher must read images" in capsys.readouterr().err
@@ -315,6 +318,9 @@ def test_a_damaged_checkpoint_is_named_when_a_run_resumes(tmp_path, capsys):
             "--tokens", "800", "--steps", "2", "--max-steps", "1", "--batch-size", "2", "--device", "cpu",
             "--teacher-dtype", "fp32"]  # fmt: skip
     assert main(argv) == 0
+    other = str(tiny_checkpoints(tmp_path, other=2)["other"])
+    assert main([*argv[:4], other, *argv[5:]]) == 2  # the same run, another teacher
+    assert "inputs.json: cannot resume: --teacher was" in capsys.readouterr().err
     state = tmp_path / "o" / "checkpoint" / "trainer_state.json"
     good = state.read_text()
     state.write_text(good[:-20])
