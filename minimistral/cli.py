@@ -262,6 +262,7 @@ def cmd_posttrain(args) -> None:
     from minimistral.data.tokenizer import check_same_tokenizer
     from minimistral.distributed import rank_world
     from minimistral.posttrain import pipeline as pp
+    from minimistral.posttrain.pwrm import CALIBRATION
 
     start, out, need = Path(args.checkpoint), Path(args.out), POSTTRAIN_NEEDS[args.stage]
     for option in need:
@@ -271,6 +272,8 @@ def cmd_posttrain(args) -> None:
         raise FileNotFoundError(f"--checkpoint {start}: no config.json (an HF-format checkpoint directory)")
     if args.teacher is not None:  # its logits are compared id by id with the student's
         check_same_tokenizer(start, args.teacher)
+    if args.stage == "odpo" and not (Path(args.judge) / CALIBRATION).is_file():
+        raise ValueError(f"--judge {args.judge}: not a pairwise reward model from `posttrain pwrm` (no {CALIBRATION})")
     scale, seed, device = args.scale, args.seed, args.device
     if args.stage == "teacher":
         checkpoint = pp.teach(start, out, scale, device)

@@ -305,6 +305,9 @@ def test_distill_refuses_a_teacher_with_another_tokenizer_and_a_vision_step_a_te
     argv = ["posttrain", "sft", "--checkpoint", student, "--teacher", teacher, "--out", str(tmp_path / "s")]
     assert main([*argv, "--scale", "ci"]) == 2
     assert "its tokenizer encodes text differently from the student's" in capsys.readouterr().err
+    argv = ["posttrain", "odpo", "--checkpoint", student, "--judge", student, "--out", str(tmp_path / "d")]
+    assert main([*argv, "--scale", "ci"]) == 2
+    assert "not a pairwise reward model from `posttrain pwrm`" in capsys.readouterr().err
     argv = ["vision", "--checkpoint", student, "--teacher", student, "--out", str(tmp_path / "v"), "--scale", "ci"]
     assert main(argv) == 2
     assert "a text-only checkpoint; the teacher must read images" in capsys.readouterr().err
