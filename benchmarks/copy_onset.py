@@ -57,12 +57,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--span", type=int, default=16)
     p.add_argument("--pool", type=int, default=1000)
+    p.add_argument("--layers", type=int, default=None, help="another depth than the parent's 8 (a smaller probe)")
+    p.add_argument("--hidden", type=int, default=None, help="another width than the parent's 320 (FFN 4x)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (the parent's: 3e-3)")
+    p.add_argument("--min-lr", type=float, default=3e-4, help="end of the cosine (the parent's: 3e-4)")
     args = p.parse_args()
 
     data = Windows(copy_windows(4000, args.span, args.pool, seed=0))
     torch.manual_seed(0)
-    model = Ministral3(TINY_CONFIGS["tiny-24b"])
-    cfg = TrainConfig(steps=args.steps, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20,
+    config = TINY_CONFIGS["tiny-24b"]
+    if args.layers or args.hidden:
+        hidden = args.hidden or config.hidden_size
+        config = config.replace(num_hidden_layers=args.layers or config.num_hidden_layers, hidden_size=hidden,
+                                intermediate_size=4 * hidden if args.hidden else config.intermediate_size)  # fmt: skip
+    model = Ministral3(config)
+    cfg = TrainConfig(steps=args.steps, batch_size=16, lr=args.lr, min_lr=args.min_lr, warmup_steps=20,
                       eval_every=10**6, ckpt_every=100, log_every=10)  # fmt: skip
     start = time.time()
     trainer = Trainer(model, cfg, data, args.out, device="cpu")
@@ -72,6 +81,7 @@ def main() -> None:
             print(f"step {row['step']:4d}  loss {row['loss']:.3f}")
     first, repeat = split_losses(trainer.model, copy_windows(64, args.span, args.pool, seed=1), args.span)
     result = {"steps": args.steps, "span": args.span, "pool": args.pool, "uniform": math.log(args.pool),
+              "layers": config.num_hidden_layers, "hidden": config.hidden_size, "lr": args.lr,
               "first": first, "repeat": repeat, "seconds_this_call": time.time() - start}  # fmt: skip
     (trainer.out / "copy_onset.json").write_text(json.dumps(result, indent=1))
     print(f"after {args.steps} steps: loss {first:.3f} on first spans, {repeat:.3f} on repeats "
