@@ -25,36 +25,25 @@ DTYPES = {
 
 
 # ----------------------------------------------------------------------------- argument types
-def positive(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse names the option in its one-line error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _checked(kind: type, ok, what: str):
+    """An argparse type: ``kind(text)`` that satisfies ``ok`` (argparse names the option in its one-line error)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value:g}")
+        return value
+
+    parse.__name__ = what  # argparse's message for a value kind() rejects
+    return parse
 
 
-def non_negative(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value:g}")
-    return value
+positive = _checked(int, lambda v: v >= 1, "a positive integer")
+non_negative = _checked(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _checked(float, lambda v: v > 0, "a positive number")
 
 
 def device(text: str) -> str:
