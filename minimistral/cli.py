@@ -611,12 +611,11 @@ def check_out(args) -> None:
 
 
 def _is_windows_file(file: Path) -> bool:
-    from safetensors import safe_open
+    from minimistral.data.corpus import windows_header
 
     try:
-        with safe_open(str(file), framework="pt") as f:
-            return "tokenizer_sha256" in (f.metadata() or {})
-    except Exception:  # anything unreadable is not a windows file
+        return "tokenizer_sha256" in windows_header(file)[2]
+    except ValueError:  # anything unreadable is not a windows file
         return False
 
 

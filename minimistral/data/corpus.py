@@ -521,6 +521,27 @@ def save_windows(windows: torch.Tensor, file: str | Path, tokenizer, source: str
     atomic_write(file, {"windows": windows.to(torch.int32).contiguous()}, metadata=meta)
 
 
+def windows_header(file: str | Path) -> tuple[int, dict, dict]:
+    """(header length, the ``windows`` entry, the metadata) of a safetensors windows file, read once.
+
+    The layout: 8 bytes of header length, the JSON header (``__metadata__`` and one entry per tensor
+    with its dtype, shape and byte offsets), then the data. ``ValueError`` if ``file`` is not one.
+    """
+    try:
+        with open(file, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+        entry, size = header["windows"], Path(file).stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = "no tensor named 'windows'" if isinstance(exc, KeyError) else exc
+        raise ValueError(f"not a windows file from `minimistral tokenize` ({why})") from None
+    if size < 8 + header_len + entry["data_offsets"][1]:
+        raise ValueError(
+            f"truncated: {size:,} bytes, its header describes {8 + header_len + entry['data_offsets'][1]:,}"
+        )
+    return header_len, entry, header.get("__metadata__") or {}
+
+
 def load_windows(file: str | Path, tokenizer, width: int, argument: str = "--data") -> torch.Tensor:
     """The windows ``save_windows`` wrote ``[n, width]`` (int32), checked against ``tokenizer`` and ``width``.
 
@@ -528,17 +549,10 @@ def load_windows(file: str | Path, tokenizer, width: int, argument: str = "--dat
     ranks of one node share the file's pages (a billion-token corpus is 4 GB on disk, not 8 GB of int64
     in every process). Errors are one line naming ``argument`` and the file.
     """
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-        with open(file, "rb") as fh:  # the layout: 8-byte header length, JSON header, then the data
-            header_len = int.from_bytes(fh.read(8), "little")
-            entry = json.loads(fh.read(header_len))["windows"]
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
-        why = "no tensor named 'windows'" if isinstance(exc, KeyError) else exc
-        raise ValueError(f"{argument} {file}: not a windows file from `minimistral tokenize` ({why})") from None
+        header_len, entry, meta = windows_header(file)
+    except ValueError as exc:
+        raise ValueError(f"{argument} {file}: {exc}") from None
     if meta.get("tokenizer_sha256") != tokenizer.sha256:
         raise ValueError(f"{argument} {file}: encoded with another tokenizer than this checkpoint's")
     shape, (begin, _) = entry["shape"], entry["data_offsets"]
