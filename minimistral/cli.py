@@ -104,6 +104,10 @@ def cmd_generate(args) -> None:
     else:
         ids = tok.encode(args.prompt)
     ids = torch.tensor([ids], device=device)
+    limit, total = model.config.max_position_embeddings, ids.shape[1] + args.max_new_tokens
+    if total > limit:  # allowed, as transformers allows it, but said: RoPE extrapolates past the trained window
+        print(f"minimistral: note: the prompt's {ids.shape[1]} tokens + --max-new-tokens {args.max_new_tokens} "
+              f"= {total} positions, past this model's {limit} (max_position_embeddings)", file=sys.stderr)  # fmt: skip
     out = generate(
         model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id, **images
     )
@@ -619,6 +623,17 @@ def _is_windows_file(file: Path) -> bool:
         return False
 
 
+def _error(message: str) -> int:
+    """Print ``minimistral: error: MESSAGE`` on a line of its own and return exit status 2. A progress bar
+    the error interrupted is closed first (it would otherwise hold the line the message lands on)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(f"minimistral: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     from minimistral.data.sources import DataError
     from minimistral.distributed import finish, init_from_env
@@ -634,11 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         check_out(args)
         args.func(args)
     except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
-        print(f"minimistral: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except OSError as exc:  # a path that cannot be written after all (a full disk, permissions changed)
-        print(f"minimistral: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
+        return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -123,6 +123,38 @@ def test_generate_with_tokenizer_json(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("abc")
 
 
+def test_generate_past_the_models_positions_says_so(tmp_path, capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {chr(97 + i): 3 + i for i in range(26)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.save(str(tmp_path / "tokenizer.json"))
+    hf_model("ministral3", vocab_size=29, max_position_embeddings=12).save_pretrained(tmp_path)
+    argv = ["generate", "--checkpoint", str(tmp_path), "--prompt", "abc", "--max-new-tokens"]
+    assert main([*argv, "8"]) == 0  # <s> + 3 + 8 = 12 positions: inside
+    assert "note" not in capsys.readouterr().err
+    assert main([*argv, "9"]) == 0  # 13: generated, and said
+    err = capsys.readouterr().err
+    assert "4 tokens + --max-new-tokens 9 = 13 positions, past this model's 12" in err
+
+
+def test_an_error_under_a_progress_bar_gets_a_line_of_its_own(monkeypatch, capsys):
+    from tqdm import tqdm
+
+    import minimistral.cli
+
+    def failing(args):  # a bar held by a name (a loop's own bar is closed as the loop unwinds)
+        bar = tqdm(total=10, desc="work")
+        bar.update(3)
+        raise ValueError("row 3 is bad")
+
+    monkeypatch.setattr(minimistral.cli, "cmd_params", failing)
+    assert main(["params"]) == 2
+    err = capsys.readouterr().err
+    assert "work:  30%" in err and "\nminimistral: error: row 3 is bad\n" in err  # the bar's line ended first
+
+
 def test_generate_without_tokenizer_is_a_clear_error(tmp_path, capsys):
     hf_model("ministral3").save_pretrained(tmp_path)
     assert main(["generate", "--checkpoint", str(tmp_path), "--prompt", "x"]) == 2
