@@ -12,6 +12,11 @@ Prints the logged loss every 10 steps and, at the end, the mean loss on first an
 of 64 fresh windows. Example (the README's run; about 25 minutes on 2 CPU cores)::
 
     python benchmarks/copy_onset.py --out runs/copy-onset --steps 600
+
+``--probe CHECKPOINT`` trains nothing and prints the two losses of any checkpoint of the parent's
+vocabulary (does a copier trained on a pool of 100 ids copy others? ``--pool 1000``)::
+
+    python benchmarks/copy_onset.py --probe runs/copy-100/checkpoint --pool 1000
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import torch
 
 from minimistral.arch.config import TINY_CONFIGS, TINY_WINDOW
+from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.evaluate.loss import token_losses
 from minimistral.train import TrainConfig, Trainer, Windows
@@ -53,7 +59,8 @@ def split_losses(model, windows: torch.Tensor, span: int) -> tuple[float, float]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="run directory (resumes)")
+    p.add_argument("--out", help="run directory (resumes)")
+    p.add_argument("--probe", metavar="CHECKPOINT", help="train nothing: the first/repeat losses of this checkpoint")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--span", type=int, default=16)
     p.add_argument("--pool", type=int, default=1000)
@@ -62,6 +69,17 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (the parent's: 3e-3)")
     p.add_argument("--min-lr", type=float, default=3e-4, help="end of the cosine (the parent's: 3e-4)")
     args = p.parse_args()
+    if args.probe:
+        first, repeat = split_losses(
+            from_pretrained(args.probe).eval(), copy_windows(64, args.span, args.pool, 1), args.span
+        )
+        print(
+            f"{args.probe}: loss {first:.3f} on first spans, {repeat:.3f} on repeats "
+            f"(ids {FIRST_ID}..{FIRST_ID + args.pool - 1})"
+        )
+        return
+    if not args.out:
+        p.error("--out is required (or --probe CHECKPOINT)")
 
     data = Windows(copy_windows(4000, args.span, args.pool, seed=0))
     torch.manual_seed(0)

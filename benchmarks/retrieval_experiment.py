@@ -80,6 +80,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20, help="passkey examples per cell")
     p.add_argument("--long", action="store_true", help="also 512 and 1,024 tokens with the yarn and window teachers")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--init", default=None, help="start from this checkpoint (a copy-first phase), not at random")
     args = p.parse_args()
 
     shares = parse_shares(args.retrieval)
@@ -89,7 +90,7 @@ def main() -> None:
     name = f"retrieval-{args.name}"
     SCALES[name] = dataclasses.replace(SCALES["default"], name=name, pretrain=scale)  # pretrain() looks scales up
     t0 = time.perf_counter()
-    ckpt = pretrain(name, out=out, corpus=corpus, compile=not args.no_compile)
+    ckpt = pretrain(name, out=out, corpus=corpus, compile=not args.no_compile, init=args.init)
     train_s = time.perf_counter() - t0
     model = from_pretrained(ckpt, device="cpu")
 
@@ -111,6 +112,7 @@ def main() -> None:
     report = {
         "name": args.name,
         "retrieval": shares,
+        "init": args.init,
         "scale": asdict(scale),
         "steps": state["step"],
         "train_tokens": state["tokens"],

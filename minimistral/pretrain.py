@@ -44,6 +44,7 @@ def pretrain(
     compile: bool | None = None,
     max_steps: int | None = None,
     model_config: ModelConfig | None = None,
+    init: str | Path | None = None,
 ) -> Path:
     """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir.
 
@@ -51,13 +52,17 @@ def pretrain(
     default: the scale's setting (on at the default scale, where it works). ``max_steps``: stop after that
     many steps of the same run (a smoke test; running again continues it). Under ``torchrun`` every process
     runs this and the engine trains data-parallel (``minimistral.distributed``). ``model_config``: another
-    model trained the same way (the bigger teacher of ``cascade.teachers``); default ``tiny-24b``.
+    model trained the same way (the bigger teacher of ``cascade.teachers``); default ``tiny-24b``. ``init``: a
+    checkpoint whose weights the run starts from instead of the random initialisation (an earlier phase of
+    a curriculum: ``benchmarks/copy_onset.py``); a run that resumes reads its own checkpoint, as always.
     """
     s = get_scale(scale).pretrain
     out = Path(out) if out else parent_dir(scale)
     corpus = corpus or build_corpus()
     torch.manual_seed(0)
     model = Ministral3(model_config or TINY_CONFIGS[PARENT])
+    if init is not None:
+        model.load_state_dict(from_pretrained(init, device="cpu").state_dict())
     cfg = TrainConfig(
         steps=s.steps,
         batch_size=s.batch_size,

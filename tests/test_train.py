@@ -202,3 +202,24 @@ def test_activation_checkpointing_trains_the_same_run_and_keeps_only_the_block_i
     assert saved_activation_bytes(m, batch) < kept / 3  # the head's and final norm's remain
     with torch.no_grad():
         assert torch.equal(m(batch), model()(batch))  # inference never recomputes
+
+
+def test_pretraining_from_init_starts_from_those_weights(tmp_path):
+    """``pretrain(init=...)`` (a curriculum's later phase) trains the given weights: its first logged loss
+    (the loss before the first update) is the loss a run from the same weights at random logs."""
+    from minimistral.arch.hub import save_pretrained
+    from minimistral.pretrain import PARENT, pretrain
+
+    config = minimistral.get_config(PARENT).replace(num_hidden_layers=1, hidden_size=32, intermediate_size=64)
+
+    def first_loss(out, **kw):
+        pretrain("ci", out=out, compile=False, max_steps=1, model_config=config, **kw)
+        return next(json.loads(line) for line in (out / "metrics.jsonl").open() if '"loss"' in line)["loss"]
+
+    torch.manual_seed(0)  # the initialisation pretrain() draws itself
+    save_pretrained(minimistral.Ministral3(config), tmp_path / "same")
+    torch.manual_seed(1)
+    save_pretrained(minimistral.Ministral3(config), tmp_path / "other")
+    fresh = first_loss(tmp_path / "fresh")
+    assert first_loss(tmp_path / "a", init=tmp_path / "same") == fresh
+    assert first_loss(tmp_path / "b", init=tmp_path / "other") != fresh
