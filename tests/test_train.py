@@ -206,8 +206,10 @@ def test_activation_checkpointing_trains_the_same_run_and_keeps_only_the_block_i
 
 def test_pretraining_from_init_starts_from_those_weights(tmp_path):
     """``pretrain(init=...)`` (a curriculum's later phase) trains the given weights: its first logged loss
-    (the loss before the first update) is the loss a run from the same weights at random logs."""
+    (the loss before the first update) is that of a run whose random initialisation is those weights;
+    weights of another shape are a one-line error naming the checkpoint."""
     from minimistral.arch.hub import save_pretrained
+    from minimistral.errors import CheckpointError
     from minimistral.pretrain import PARENT, pretrain
 
     config = minimistral.get_config(PARENT).replace(num_hidden_layers=1, hidden_size=32, intermediate_size=64)
@@ -223,3 +225,6 @@ def test_pretraining_from_init_starts_from_those_weights(tmp_path):
     fresh = first_loss(tmp_path / "fresh")
     assert first_loss(tmp_path / "a", init=tmp_path / "same") == fresh
     assert first_loss(tmp_path / "b", init=tmp_path / "other") != fresh
+    save_pretrained(minimistral.Ministral3(config.replace(hidden_size=48)), tmp_path / "wide")
+    with pytest.raises(CheckpointError, match=r"init .*wide: not the weights of this model: size mismatch"):
+        first_loss(tmp_path / "c", init=tmp_path / "wide")
