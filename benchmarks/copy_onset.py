@@ -17,6 +17,8 @@ of 64 fresh windows. Example (the README's run; about 25 minutes on 2 CPU cores)
 vocabulary (does a copier trained on a pool of 100 ids copy others? ``--pool 1000``)::
 
     python benchmarks/copy_onset.py --probe runs/copy-100/checkpoint --pool 1000
+
+``--init CHECKPOINT`` starts from a copier of another pool (a curriculum of growing pools; README).
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=None, help="another depth than the parent's 8 (a smaller probe)")
     p.add_argument("--hidden", type=int, default=None, help="another width than the parent's 320 (FFN 4x)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (the parent's: 3e-3)")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from these weights (a copier of another pool)")
     p.add_argument("--min-lr", type=float, default=3e-4, help="end of the cosine (the parent's: 3e-4)")
     args = p.parse_args()
+    if not 0 < args.pool <= TINY_CONFIGS["tiny-24b"].vocab_size - FIRST_ID:
+        p.error(f"--pool must be between 1 and {TINY_CONFIGS['tiny-24b'].vocab_size - FIRST_ID} (ids from {FIRST_ID})")
     if args.probe:
         first, repeat = split_losses(
             from_pretrained(args.probe).eval(), copy_windows(64, args.span, args.pool, 1), args.span
@@ -89,6 +94,8 @@ def main() -> None:
         config = config.replace(num_hidden_layers=args.layers or config.num_hidden_layers, hidden_size=hidden,
                                 intermediate_size=4 * hidden if args.hidden else config.intermediate_size)  # fmt: skip
     model = Ministral3(config)
+    if args.init:
+        model.load_state_dict(from_pretrained(args.init).state_dict())
     cfg = TrainConfig(steps=args.steps, batch_size=16, lr=args.lr, min_lr=args.min_lr, warmup_steps=20,
                       eval_every=10**6, ckpt_every=100, log_every=10)  # fmt: skip
     start = time.time()
@@ -99,7 +106,7 @@ def main() -> None:
             print(f"step {row['step']:4d}  loss {row['loss']:.3f}")
     first, repeat = split_losses(trainer.model, copy_windows(64, args.span, args.pool, seed=1), args.span)
     result = {"steps": args.steps, "span": args.span, "pool": args.pool, "uniform": math.log(args.pool),
-              "layers": config.num_hidden_layers, "hidden": config.hidden_size, "lr": args.lr,
+              "init": args.init, "layers": config.num_hidden_layers, "hidden": config.hidden_size, "lr": args.lr,
               "first": first, "repeat": repeat, "seconds_this_call": time.time() - start}  # fmt: skip
     (trainer.out / "copy_onset.json").write_text(json.dumps(result, indent=1))
     print(f"after {args.steps} steps: loss {first:.3f} on first spans, {repeat:.3f} on repeats "
