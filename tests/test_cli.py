@@ -145,7 +145,7 @@ def test_an_error_under_a_progress_bar_gets_a_line_of_its_own(monkeypatch, capsy
     import minimistral.cli
 
     def failing(args):  # a bar held by a name (a loop's own bar is closed as the loop unwinds)
-        bar = tqdm(total=10, desc="work")
+        bar = tqdm(total=10, desc="work", disable=False)  # on even where TQDM_DISABLE is set (CI)
         bar.update(3)
         raise ValueError("row 3 is bad")
 
