@@ -31,7 +31,7 @@ import time
 import torch
 
 from minimistral.arch.config import TINY_CONFIGS, TINY_WINDOW
-from minimistral.arch.hub import from_pretrained
+from minimistral.arch.hub import from_pretrained, load_weights
 from minimistral.arch.model import Ministral3
 from minimistral.evaluate.loss import token_losses
 from minimistral.train import TrainConfig, Trainer, Windows
@@ -95,7 +95,7 @@ def main() -> None:
                                 intermediate_size=4 * hidden if args.hidden else config.intermediate_size)  # fmt: skip
     model = Ministral3(config)
     if args.init:
-        model.load_state_dict(from_pretrained(args.init).state_dict())
+        load_weights(model, args.init)
     cfg = TrainConfig(steps=args.steps, batch_size=16, lr=args.lr, min_lr=args.min_lr, warmup_steps=20,
                       eval_every=10**6, ckpt_every=100, log_every=10)  # fmt: skip
     start = time.time()

@@ -22,11 +22,10 @@ from einops import rearrange
 
 from minimistral.arch.config import TINY_CONFIGS, ModelConfig
 from minimistral.arch.generate import generate
-from minimistral.arch.hub import from_pretrained
+from minimistral.arch.hub import from_pretrained, load_weights
 from minimistral.arch.model import Ministral3, default_device
 from minimistral.data.corpus import Corpus, build_corpus, windows
 from minimistral.data.math_problems import math_prompt
-from minimistral.errors import CheckpointError
 from minimistral.evaluate.loss import Score, model_score, token_bytes, validation_windows, with_total
 from minimistral.evaluate.ngram import NGram, baseline_scores
 from minimistral.files import format_table, write_csv, write_json
@@ -63,13 +62,7 @@ def pretrain(
     torch.manual_seed(0)
     model = Ministral3(model_config or TINY_CONFIGS[PARENT])
     if init is not None:
-        weights = from_pretrained(init, device="cpu").state_dict()
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:  # another shape: name the checkpoint and the first mismatch, not a traceback
-            raise CheckpointError(
-                f"init {init}: not the weights of this model: {str(exc).splitlines()[1].strip()}"
-            ) from None
+        load_weights(model, init)
     cfg = TrainConfig(
         steps=s.steps,
         batch_size=s.batch_size,

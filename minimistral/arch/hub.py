@@ -8,6 +8,7 @@ the weights. Pickle files (``pytorch_model.bin``) are never opened.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -164,6 +165,23 @@ def from_pretrained(
         _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
     model.tie_weights()
     return model.eval()
+
+
+def load_weights(model: Ministral3, path: str | os.PathLike) -> Ministral3:
+    """Copy the weights of checkpoint ``path`` into ``model`` in place (a curriculum's later phase starts
+    from an earlier one's weights), one tensor at a time; a checkpoint of another shape is a one-line
+    ``CheckpointError`` naming it and the first field that differs."""
+    config = load_config(path)
+    differ = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(model.config, f.name)]
+    if differ:
+        f = differ[0]
+        theirs, ours = getattr(config, f), getattr(model.config, f)
+        raise CheckpointError(f"{path}: not the weights of this model ({f} {theirs!r}, this model {ours!r})")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in checked_tensors(path, model):
+            params[name].copy_(tensor)
+    return model
 
 
 def load_sharded(path: str | os.PathLike, dtype: torch.dtype, device, bf16: bool = False, text_only: bool = False):
