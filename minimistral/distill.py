@@ -482,12 +482,12 @@ def distill_checkpoint(
     from minimistral.arch.hub import from_pretrained, load_sharded
     from minimistral.arch.model import default_device
     from minimistral.data.corpus import text_windows
-    from minimistral.data.tokenizer import check_same_tokenizer, load_tokenizer, tokenizer_files
+    from minimistral.data.tokenizer import check_same_tokenizer, tokenizer_files
     from minimistral.distributed import rank_world
 
-    check_same_tokenizer(student, teacher)
+    tokenizer = check_same_tokenizer(student, teacher)
     same_inputs(Path(out_dir), student=student, teacher=teacher, data=data, tokens=tokens, seq_len=seq_len)
-    windows = text_windows(load_tokenizer(student), data, tokens, seq_len + 1)  # [n, seq_len + 1]
+    windows = text_windows(tokenizer, data, tokens, seq_len + 1)  # [n, seq_len + 1]
     held = max(1, len(windows) // 20)
     if len(windows) <= held:
         raise ValueError(f"--tokens {tokens}: {len(windows)} windows of {seq_len + 1}; need at least 2")

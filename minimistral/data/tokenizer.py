@@ -157,19 +157,20 @@ PROBE_TEXT = (
 )
 
 
-def check_same_tokenizer(student: str | os.PathLike, teacher: str | os.PathLike) -> None:
+def check_same_tokenizer(student: str | os.PathLike, teacher: str | os.PathLike) -> Tokenizer:
     """Distillation compares logits id by id: the teacher's tokenizer must encode text as the student's.
 
     Identical files pass at once; otherwise both encode ``PROBE_TEXT`` and must give the same ids
     (a Tekken file and its ``tokenizer.json`` export do). A teacher without a tokenizer is not checked.
+    Returns the student's tokenizer (read once, for the caller to encode its data with).
     """
+    a = load_tokenizer(student)
     if not tokenizer_files(teacher):
-        return
-    a, b = load_tokenizer(student), load_tokenizer(teacher)
-    if a.sha256 == b.sha256:
-        return
-    if a.encode(PROBE_TEXT) != b.encode(PROBE_TEXT):
+        return a
+    b = load_tokenizer(teacher)
+    if a.sha256 != b.sha256 and a.encode(PROBE_TEXT) != b.encode(PROBE_TEXT):
         raise CheckpointError(f"--teacher {teacher}: its tokenizer encodes text differently from the student's")
+    return a
 
 
 def read_tokenizer_json(file: str | os.PathLike) -> HFTokenizer:
