@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--name", required=True, help="run name: runs/retrieval-<name>")
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--warmup", type=int, default=40)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak lr (the parent's 3e-3); ends at a tenth")
     p.add_argument("--retrieval", default="passkey=0.04,kv=0.015,repeat=0.015", help="kind=share,...; or none")
     p.add_argument("--n", type=int, default=20, help="passkey examples per cell")
     p.add_argument("--long", action="store_true", help="also 512 and 1,024 tokens with the yarn and window teachers")
@@ -86,7 +87,8 @@ def main() -> None:
     shares = parse_shares(args.retrieval)
     corpus = build_corpus(retrieval=shares)
     out = runs_dir() / f"retrieval-{args.name}"
-    scale = PretrainScale(steps=args.steps, warmup_steps=args.warmup, eval_every=50, ckpt_every=50)
+    scale = PretrainScale(steps=args.steps, warmup_steps=args.warmup, lr=args.lr, min_lr=args.lr / 10, eval_every=50,
+                          ckpt_every=50)  # fmt: skip
     name = f"retrieval-{args.name}"
     SCALES[name] = dataclasses.replace(SCALES["default"], name=name, pretrain=scale)  # pretrain() looks scales up
     t0 = time.perf_counter()
