@@ -216,3 +216,23 @@ def test_loading_peak_memory_is_about_one_copy(tmp_path):
     r = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "big")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) < 1.3 * size
+
+
+def test_load_weights_copies_in_place_and_names_another_shape(tmp_path):
+    """``hub.load_weights`` (``pretrain(init=)``): every tensor copied into the model in place, ties kept;
+    a model that differs only in RoPE takes the weights; another shape is a one-line error."""
+    from minimistral.arch.hub import load_weights, save_pretrained
+
+    config = minimistral.get_config("tiny-3b").replace(num_hidden_layers=1, hidden_size=32, intermediate_size=64)
+    torch.manual_seed(0)
+    source = minimistral.Ministral3(config)
+    save_pretrained(source, tmp_path)
+    torch.manual_seed(1)
+    target = minimistral.Ministral3(config.replace(rope_theta=5e4))
+    head = target.lm_head.weight
+    assert load_weights(target, tmp_path) is target
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert target.lm_head.weight is head and head is target.model.embed_tokens.weight  # still tied
+    with pytest.raises(CheckpointError, match=r"not the weights of this model \(num_hidden_layers 1, this model 2\)"):
+        load_weights(minimistral.Ministral3(config.replace(num_hidden_layers=2)), tmp_path)

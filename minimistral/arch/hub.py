@@ -8,7 +8,6 @@ the weights. Pickle files (``pytorch_model.bin``) are never opened.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -167,12 +166,18 @@ def from_pretrained(
     return model.eval()
 
 
+# the config fields that fix the tensors' shapes
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "tie_word_embeddings")  # fmt: skip
+
+
 def load_weights(model: Ministral3, path: str | os.PathLike) -> Ministral3:
     """Copy the weights of checkpoint ``path`` into ``model`` in place (a curriculum's later phase starts
     from an earlier one's weights), one tensor at a time; a checkpoint of another shape is a one-line
-    ``CheckpointError`` naming it and the first field that differs."""
+    ``CheckpointError`` naming it and the first shape field that differs. Only weights are taken: the
+    model keeps its own positions, RoPE and token ids."""
     config = load_config(path)
-    differ = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(model.config, f.name)]
+    differ = [f for f in SHAPE_FIELDS if getattr(config, f) != getattr(model.config, f)]
     if differ:
         f = differ[0]
         theirs, ours = getattr(config, f), getattr(model.config, f)
