@@ -28,6 +28,8 @@ import json
 import time
 from dataclasses import asdict
 
+from copy_onset import copy_windows  # benchmarks/, beside this script
+
 from minimistral.arch.hub import from_pretrained
 from minimistral.data.corpus import build_corpus
 from minimistral.data.retrieval import filler_sentences, parse_shares
@@ -82,7 +84,16 @@ def main() -> None:
     p.add_argument("--long", action="store_true", help="also 512 and 1,024 tokens with the yarn and window teachers")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--init", default=None, help="start from this checkpoint (a copy-first phase), not at random")
+    p.add_argument(
+        "--copy-share",
+        type=float,
+        default=0.0,
+        help="share of training windows that are copy_onset.py windows (kept in the mixture)",
+    )
+    p.add_argument("--copy-pool", type=int, default=3996, help="the ids those windows copy (copy_onset.py --pool)")
     args = p.parse_args()
+    if not 0 <= args.copy_share < 1:
+        p.error("--copy-share must be in [0, 1)")
 
     shares = parse_shares(args.retrieval)
     corpus = build_corpus(retrieval=shares)
@@ -92,7 +103,13 @@ def main() -> None:
     name = f"retrieval-{args.name}"
     SCALES[name] = dataclasses.replace(SCALES["default"], name=name, pretrain=scale)  # pretrain() looks scales up
     t0 = time.perf_counter()
-    ckpt = pretrain(name, out=out, corpus=corpus, compile=not args.no_compile, init=args.init)
+    extra = None
+    if args.copy_share:
+        n_prose = (len(corpus.train) - 1) // scale.seq_len
+        n_copy = round(n_prose * args.copy_share / (1 - args.copy_share))
+        extra = copy_windows(n_copy, span=16, pool=args.copy_pool, seed=2, width=scale.seq_len + 1)
+        print(f"{n_copy:,} synthetic copy windows beside {n_prose:,} of the corpus ({args.copy_share:.0%})")
+    ckpt = pretrain(name, out=out, corpus=corpus, compile=not args.no_compile, init=args.init, extra_windows=extra)
     train_s = time.perf_counter() - t0
     model = from_pretrained(ckpt, device="cpu")
 
@@ -115,6 +132,8 @@ def main() -> None:
         "name": args.name,
         "retrieval": shares,
         "init": args.init,
+        "copy_share": args.copy_share,
+        "copy_pool": args.copy_pool,
         "scale": asdict(scale),
         "steps": state["step"],
         "train_tokens": state["tokens"],

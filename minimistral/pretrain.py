@@ -45,6 +45,7 @@ def pretrain(
     max_steps: int | None = None,
     model_config: ModelConfig | None = None,
     init: str | Path | None = None,
+    extra_windows: torch.Tensor | None = None,
 ) -> Path:
     """Train ``tiny-24b`` at ``scale``; resumes from ``out/checkpoint`` if present. Returns the checkpoint dir.
 
@@ -55,6 +56,8 @@ def pretrain(
     model trained the same way (the bigger teacher of ``cascade.teachers``); default ``tiny-24b``. ``init``: a
     checkpoint whose weights the run starts from instead of the random initialisation (an earlier phase of
     a curriculum: ``benchmarks/copy_onset.py``); a run that resumes reads its own checkpoint, as always.
+    ``extra_windows``: ``[n, seq_len + 1]`` token windows shuffled into the corpus's (an earlier phase's
+    synthetic data kept in the mixture: ``benchmarks/retrieval_experiment.py --copy-share``).
     """
     s = get_scale(scale).pretrain
     out = Path(out) if out else parent_dir(scale)
@@ -78,10 +81,11 @@ def pretrain(
     # periodic validation: the first eval_batches x batch_size windows, interleaved so every source is in them
     per_source = validation_windows(corpus, s.seq_len, per_source=4 * s.batch_size // len(corpus.val) + 1)
     val = rearrange(torch.stack(list(per_source.values())), "source n t -> (n source) t")
+    train_windows = windows(corpus.train, s.seq_len)  # [n, seq_len + 1]
     trainer = Trainer(
         model,
         cfg,
-        Windows(windows(corpus.train, s.seq_len)),
+        Windows(train_windows if extra_windows is None else torch.cat([train_windows, extra_windows])),
         out,
         val_data=Windows(val),
         device=device or default_device(),

@@ -228,3 +228,8 @@ def test_pretraining_from_init_starts_from_those_weights(tmp_path):
     save_pretrained(minimistral.Ministral3(config.replace(hidden_size=48)), tmp_path / "wide")
     with pytest.raises(CheckpointError, match=r"wide: not the weights of this model \(hidden_size 48, this model 32\)"):
         first_loss(tmp_path / "c", init=tmp_path / "wide")
+    # extra_windows join the stream: a run whose windows are nearly all one repeated token starts elsewhere
+    from minimistral.scales import get_scale
+
+    constant = torch.full((10_000, get_scale("ci").pretrain.seq_len + 1), 5)  # [n, seq_len + 1]
+    assert first_loss(tmp_path / "d", extra_windows=constant) != fresh

@@ -177,9 +177,7 @@ def load_weights(model: Ministral3, path: str | os.PathLike) -> Ministral3:
     ``CheckpointError`` naming it and the first shape field that differs. Only weights are taken: the
     model keeps its own positions, RoPE and token ids."""
     config = load_config(path)
-    differ = [f for f in SHAPE_FIELDS if getattr(config, f) != getattr(model.config, f)]
-    if differ:
-        f = differ[0]
+    if f := next((f for f in SHAPE_FIELDS if getattr(config, f) != getattr(model.config, f)), None):
         theirs, ours = getattr(config, f), getattr(model.config, f)
         raise CheckpointError(f"{path}: not the weights of this model ({f} {theirs!r}, this model {ours!r})")
     params = dict(model.named_parameters())
