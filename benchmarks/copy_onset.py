@@ -19,6 +19,12 @@ vocabulary (does a copier trained on a pool of 100 ids copy others? ``--pool 100
     python benchmarks/copy_onset.py --probe runs/copy-100/checkpoint --pool 1000
 
 ``--init CHECKPOINT`` starts from a copier of another pool (a curriculum of growing pools; README).
+
+``--span-max`` and ``--gap`` vary the span's length and put other ids between a span and its repeat,
+so that position alone no longer predicts a copy (``copy_windows``). The fixed layout's copiers fail
+there: they learnt to look ``--span`` tokens back, not to retrieve by content (README)::
+
+    python benchmarks/copy_onset.py --probe runs/copy-3996b/checkpoint --pool 3996 --span 8 --span-max 24
 """
 
 from __future__ import annotations
@@ -39,24 +45,44 @@ from minimistral.train import TrainConfig, Trainer, Windows
 FIRST_ID = 100  # past the control tokens
 
 
-def copy_windows(n: int, span: int, pool: int, seed: int, width: int = TINY_WINDOW + 1) -> torch.Tensor:
-    """``[n, width]`` windows of spans ``s, s, t, t, ...``, each span ``span`` ids uniform in the pool."""
+def copy_windows(
+    n: int, span: int, pool: int, seed: int, width: int = TINY_WINDOW + 1, span_max: int | None = None, gap: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n, width]`` windows of ids uniform in the pool, and ``[n, width]`` true where a token is a copy.
+
+    By default spans ``s, s, t, t, ...`` of ``span`` ids each: a head that looks ``span`` tokens back
+    predicts every repeat, so that layout can be solved by position alone. ``span_max`` draws each span's
+    length uniform in ``span..span_max`` and ``gap`` puts ``0..gap`` other ids between a span and its
+    repeat: the offset of a copy then varies and only content (which token came after this one last
+    time: an induction head) predicts it, as in a passkey document. The first token of a repeat is
+    marked too, though only position can predict it."""
     g = torch.Generator().manual_seed(seed)
-    pairs = width // (2 * span) + 1
-    rows = []
+
+    def draw(k: int) -> torch.Tensor:
+        return torch.randint(FIRST_ID, FIRST_ID + pool, (k,), generator=g)
+
+    def uniform(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+    rows, marks = [], []
     for _ in range(n):
-        spans = [torch.randint(FIRST_ID, FIRST_ID + pool, (span,), generator=g) for _ in range(pairs)]
-        rows.append(torch.cat([x for s in spans for x in (s, s)])[:width])
-    return torch.stack(rows)
+        ids, copied = [], []
+        while sum(len(x) for x in ids) < width:
+            s = draw(span if span_max is None else uniform(span, span_max))
+            filler = draw(uniform(0, gap)) if gap else s[:0]
+            ids += [s, filler, s]
+            copied += [torch.zeros(len(s) + len(filler), dtype=torch.bool), torch.ones(len(s), dtype=torch.bool)]
+        rows.append(torch.cat(ids)[:width])
+        marks.append(torch.cat(copied)[:width])
+    return torch.stack(rows), torch.stack(marks)
 
 
-def split_losses(model, windows: torch.Tensor, span: int) -> tuple[float, float]:
-    """Mean loss (nats/token) on the first occurrence of each span and on its repeat (the first span's
+def split_losses(model, windows: torch.Tensor, copied: torch.Tensor) -> tuple[float, float]:
+    """Mean loss (nats/token) on the tokens that are not copies and on those that are (the window's
     first token, which no context predicts, is left out)."""
     lp = token_losses(model, windows)  # [n, T]: lp[:, t] is the loss of token t + 1
-    position = torch.arange(1, windows.shape[1])  # the target's position in the window
-    repeat = (position // span) % 2 == 1
-    return lp[:, ~repeat].mean().item(), lp[:, repeat].mean().item()
+    repeat = copied[:, 1:]
+    return lp[~repeat].mean().item(), lp[repeat].mean().item()
 
 
 def main() -> None:
@@ -64,7 +90,9 @@ def main() -> None:
     p.add_argument("--out", help="run directory (resumes)")
     p.add_argument("--probe", metavar="CHECKPOINT", help="train nothing: the first/repeat losses of this checkpoint")
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--span", type=int, default=16)
+    p.add_argument("--span", type=int, default=16, help="length of each copied span (the shortest with --span-max)")
+    p.add_argument("--span-max", type=int, default=None, help="span lengths uniform in --span..--span-max")
+    p.add_argument("--gap", type=int, default=0, help="0..GAP other ids between a span and its repeat")
     p.add_argument("--pool", type=int, default=1000)
     p.add_argument("--layers", type=int, default=None, help="another depth than the parent's 8 (a smaller probe)")
     p.add_argument("--hidden", type=int, default=None, help="another width than the parent's 320 (FFN 4x)")
@@ -74,10 +102,14 @@ def main() -> None:
     args = p.parse_args()
     if not 0 < args.pool <= TINY_CONFIGS["tiny-24b"].vocab_size - FIRST_ID:
         p.error(f"--pool must be between 1 and {TINY_CONFIGS['tiny-24b'].vocab_size - FIRST_ID} (ids from {FIRST_ID})")
+    if args.span_max is not None and args.span_max < args.span:
+        p.error("--span-max must be at least --span")
+
+    def layout(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return copy_windows(n, args.span, args.pool, seed, span_max=args.span_max, gap=args.gap)
+
     if args.probe:
-        first, repeat = split_losses(
-            from_pretrained(args.probe).eval(), copy_windows(64, args.span, args.pool, 1), args.span
-        )
+        first, repeat = split_losses(from_pretrained(args.probe).eval(), *layout(64, seed=1))
         print(
             f"{args.probe}: loss {first:.3f} on first spans, {repeat:.3f} on repeats "
             f"(ids {FIRST_ID}..{FIRST_ID + args.pool - 1})"
@@ -86,7 +118,7 @@ def main() -> None:
     if not args.out:
         p.error("--out is required (or --probe CHECKPOINT)")
 
-    data = Windows(copy_windows(4000, args.span, args.pool, seed=0))
+    data = Windows(layout(4000, seed=0)[0])
     torch.manual_seed(0)
     config = TINY_CONFIGS["tiny-24b"]
     if args.layers or args.hidden:
@@ -104,8 +136,9 @@ def main() -> None:
     for row in trainer.metrics():
         if "loss" in row:
             print(f"step {row['step']:4d}  loss {row['loss']:.3f}")
-    first, repeat = split_losses(trainer.model, copy_windows(64, args.span, args.pool, seed=1), args.span)
-    result = {"steps": args.steps, "span": args.span, "pool": args.pool, "uniform": math.log(args.pool),
+    first, repeat = split_losses(trainer.model, *layout(64, seed=1))
+    result = {"steps": args.steps, "span": args.span, "span_max": args.span_max, "gap": args.gap, "pool": args.pool,
+              "uniform": math.log(args.pool),
               "init": args.init, "layers": config.num_hidden_layers, "hidden": config.hidden_size, "lr": args.lr,
               "first": first, "repeat": repeat, "seconds_this_call": time.time() - start}  # fmt: skip
     (trainer.out / "copy_onset.json").write_text(json.dumps(result, indent=1))

@@ -107,7 +107,7 @@ def main() -> None:
     if args.copy_share:
         n_prose = (len(corpus.train) - 1) // scale.seq_len
         n_copy = round(n_prose * args.copy_share / (1 - args.copy_share))
-        extra = copy_windows(n_copy, span=16, pool=args.copy_pool, seed=2, width=scale.seq_len + 1)
+        extra = copy_windows(n_copy, span=16, pool=args.copy_pool, seed=2, width=scale.seq_len + 1)[0]
         print(f"{n_copy:,} synthetic copy windows beside {n_prose:,} of the corpus ({args.copy_share:.0%})")
     ckpt = pretrain(name, out=out, corpus=corpus, compile=not args.no_compile, init=args.init, extra_windows=extra)
     train_s = time.perf_counter() - t0

@@ -1,8 +1,11 @@
 """The benchmark script runs (a smoke run; speed itself is never asserted in tests)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_speed.py"
 
@@ -19,17 +22,35 @@ def test_bench_speed_quick_runs_and_decodes_identically(tmp_path):
     assert (tmp_path / "b.json").exists()
 
 
+def _load(name: str):
+    """A script of ``benchmarks/`` as a module (it is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_copy_onset_windows_repeat_every_span_and_the_split_reads_the_repeats():
-    import importlib.util
-
-    import torch
-
-    spec = importlib.util.spec_from_file_location("copy_onset", BENCH.parent / "copy_onset.py")
-    copy_onset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copy_onset)
-    w = copy_onset.copy_windows(3, 4, 50, seed=0, width=33)  # [3, 33]: spans s s t t ...
+    copy_onset = _load("copy_onset")
+    w, copied = copy_onset.copy_windows(3, 4, 50, seed=0, width=33)  # [3, 33]: spans s s t t ...
     position = torch.arange(1, 33)  # the targets' positions, as split_losses reads them
     repeat = (position // 4) % 2 == 1
+    assert torch.equal(copied[:, 1:], repeat.expand(3, -1))
     assert torch.equal(w[:, position[repeat]], w[:, position[repeat] - 4])  # a repeat copies 4 tokens back
     assert (w[:, position[~repeat][4:]] != w[:, position[~repeat][4:] - 4]).float().mean() > 0.9
     assert w.min() >= copy_onset.FIRST_ID and w.max() < copy_onset.FIRST_ID + 50
+
+
+def test_copy_onset_variable_layout_copies_at_offsets_position_cannot_tell():
+    """With ``span_max`` and ``gap`` each copied token equals one earlier in its window, at an offset
+    that varies (a fixed look-back head cannot predict it), and nothing else is marked as a copy."""
+    copy_onset = _load("copy_onset")
+    w, copied = copy_onset.copy_windows(20, 4, 4000, seed=0, width=257, span_max=12, gap=6)
+    offsets = set()
+    for row, marks in zip(w.tolist(), copied.tolist(), strict=True):
+        for t in (t for t, c in enumerate(marks) if c):
+            earlier = [t - j for j in range(1, t + 1) if row[t - j] == row[t]]  # ids from 4,000: few collisions
+            assert earlier
+            offsets.add(earlier[0])
+    assert len(offsets) > 10  # 4..12 + 0..6 tokens back: many offsets
+    assert 0.3 < copied.float().mean() < 0.5  # repeats are under half the tokens (gaps take the rest)
