@@ -55,7 +55,7 @@ def copy_windows(
     length uniform in ``span..span_max`` and ``gap`` puts ``0..gap`` other ids between a span and its
     repeat: the offset of a copy then varies and only content (which token came after this one last
     time: an induction head) predicts it, as in a passkey document. The first token of a repeat is
-    marked too, though only position can predict it."""
+    marked too, though in the varied layout nothing in the window predicts it."""
     g = torch.Generator().manual_seed(seed)
 
     def draw(k: int) -> torch.Tensor:

@@ -88,7 +88,7 @@ def main() -> None:
         "--copy-share",
         type=float,
         default=0.0,
-        help="share of training windows that are copy_onset.py windows (kept in the mixture)",
+        help="share of training windows that are copy_onset.py's (spans of 16, no gap), kept in the mixture",
     )
     p.add_argument("--copy-pool", type=int, default=3996, help="the ids those windows copy (copy_onset.py --pool)")
     args = p.parse_args()

@@ -82,6 +82,8 @@ def pretrain(
     per_source = validation_windows(corpus, s.seq_len, per_source=4 * s.batch_size // len(corpus.val) + 1)
     val = rearrange(torch.stack(list(per_source.values())), "source n t -> (n source) t")
     train_windows = windows(corpus.train, s.seq_len)  # [n, seq_len + 1]
+    if extra_windows is not None and (extra_windows.ndim != 2 or extra_windows.shape[1] != s.seq_len + 1):
+        raise ValueError(f"extra_windows: shape {tuple(extra_windows.shape)}, want [n, {s.seq_len + 1}] (seq_len + 1)")
     trainer = Trainer(
         model,
         cfg,

@@ -43,7 +43,7 @@ def test_copy_onset_windows_repeat_every_span_and_the_split_reads_the_repeats():
 
 def test_copy_onset_variable_layout_copies_at_offsets_position_cannot_tell():
     """With ``span_max`` and ``gap`` each copied token equals one earlier in its window, at an offset
-    that varies (a fixed look-back head cannot predict it), and nothing else is marked as a copy."""
+    that varies (a fixed look-back head cannot predict it)."""
     copy_onset = _load("copy_onset")
     w, copied = copy_onset.copy_windows(20, 4, 4000, seed=0, width=257, span_max=12, gap=6)
     offsets = set()

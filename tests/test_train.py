@@ -233,3 +233,5 @@ def test_pretraining_from_init_starts_from_those_weights(tmp_path):
 
     constant = torch.full((10_000, get_scale("ci").pretrain.seq_len + 1), 5)  # [n, seq_len + 1]
     assert first_loss(tmp_path / "d", extra_windows=constant) != fresh
+    with pytest.raises(ValueError, match=r"extra_windows: shape \(3, 7\), want \[n, \d+\]"):
+        first_loss(tmp_path / "e", extra_windows=constant[:3, :7])
