@@ -66,11 +66,12 @@ def copy_windows(
 
     rows, marks = [], []
     for _ in range(n):
-        ids, copied = [], []
-        while sum(len(x) for x in ids) < width:
+        ids, copied, length = [], [], 0
+        while length < width:
             s = draw(span if span_max is None else uniform(span, span_max))
             filler = draw(uniform(0, gap)) if gap else s[:0]
             ids += [s, filler, s]
+            length += 2 * len(s) + len(filler)
             copied += [torch.zeros(len(s) + len(filler), dtype=torch.bool), torch.ones(len(s), dtype=torch.bool)]
         rows.append(torch.cat(ids)[:width])
         marks.append(torch.cat(copied)[:width])

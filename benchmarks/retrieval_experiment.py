@@ -31,7 +31,7 @@ from dataclasses import asdict
 from copy_onset import copy_windows  # benchmarks/, beside this script
 
 from minimistral.arch.hub import from_pretrained
-from minimistral.data.corpus import build_corpus
+from minimistral.data.corpus import build_corpus, windows
 from minimistral.data.retrieval import filler_sentences, parse_shares
 from minimistral.data.sources import PROSE_FILES
 from minimistral.evaluate.loss import model_score, token_bytes, validation_windows, with_total
@@ -105,7 +105,7 @@ def main() -> None:
     t0 = time.perf_counter()
     extra = None
     if args.copy_share:
-        n_prose = (len(corpus.train) - 1) // scale.seq_len
+        n_prose = len(windows(corpus.train, scale.seq_len))  # the corpus's training windows, as pretrain cuts them
         n_copy = round(n_prose * args.copy_share / (1 - args.copy_share))
         extra = copy_windows(n_copy, span=16, pool=args.copy_pool, seed=2, width=scale.seq_len + 1)[0]
         print(f"{n_copy:,} synthetic copy windows beside {n_prose:,} of the corpus ({args.copy_share:.0%})")
