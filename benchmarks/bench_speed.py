@@ -61,6 +61,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -71,6 +72,7 @@ import transformers
 
 import minimistral
 from minimistral import Ministral3, ModelConfig
+from minimistral.cli import guarded
 
 TARGETS = {"training": 1.0, "prefill": None, "decode": 1.5, "rollouts": None}  # minimum ratio ours / transformers
 MFU_TARGET = 0.5
@@ -471,4 +473,4 @@ def mfu_section(cfg: ModelConfig, sizes: dict, repeats: int, args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # a bad checkpoint or argument: one line, exit 2

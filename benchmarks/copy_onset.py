@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 
 import torch
@@ -39,6 +40,7 @@ import torch
 from minimistral.arch.config import TINY_CONFIGS, TINY_WINDOW
 from minimistral.arch.hub import from_pretrained, load_weights
 from minimistral.arch.model import Ministral3
+from minimistral.cli import guarded
 from minimistral.evaluate.loss import token_losses
 from minimistral.train import TrainConfig, Trainer, Windows
 
@@ -148,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # a bad checkpoint or argument: one line, exit 2

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
 from minimistral.arch.hub import from_pretrained
+from minimistral.cli import guarded
 from minimistral.data.tokenizer import load_tokenizer
 from minimistral.paths import cascade_dir
 from minimistral.posttrain.pipeline import posttrain_data, rl_stage, sft_child, teach
@@ -76,4 +78,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # a bad checkpoint or argument: one line, exit 2

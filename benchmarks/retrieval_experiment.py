@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import asdict
 
 from copy_onset import copy_windows  # benchmarks/, beside this script
 
 from minimistral.arch.hub import from_pretrained
+from minimistral.cli import guarded
 from minimistral.data.corpus import build_corpus, windows
 from minimistral.data.retrieval import filler_sentences, parse_shares
 from minimistral.data.sources import PROSE_FILES
@@ -152,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # a bad checkpoint or argument: one line, exit 2

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from minimistral.arch.hub import from_pretrained
+from minimistral.cli import guarded
 from minimistral.data.corpus import build_corpus
 from minimistral.data.retrieval import parse_shares
 from minimistral.evaluate.loss import token_losses
@@ -60,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(guarded(main))  # a bad checkpoint or argument: one line, exit 2

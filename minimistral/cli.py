@@ -10,6 +10,7 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -634,11 +635,27 @@ def _error(message: str) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def guarded(run: Callable[[], object]) -> int:
+    """Call ``run()``; a bad checkpoint, data file, resume or argument value ends in one line on stderr
+    (``minimistral: error: ...``) and exit status 2 instead of a traceback, an interrupt in 130. The CLI
+    and the scripts in ``benchmarks/`` go through here, so every entry point fails the same way."""
     from minimistral.data.sources import DataError
-    from minimistral.distributed import finish, init_from_env
     from minimistral.errors import CheckpointError
     from minimistral.train import ResumeError
+
+    try:
+        run()
+    except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
+        return _error(str(exc))
+    except OSError as exc:  # a path that cannot be written after all (a full disk, permissions changed)
+        return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from minimistral.distributed import finish, init_from_env
 
     args = build_parser().parse_args(argv)
     for option, variable in ENGINE_FLAGS.items():  # read by TrainConfig in every stage the command runs
@@ -646,17 +663,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[variable] = "1"
     init_from_env()  # under torchrun: join the process group (minimistral.distributed)
     try:
-        check_out(args)
-        args.func(args)
-    except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
-        return _error(str(exc))
-    except OSError as exc:  # a path that cannot be written after all (a full disk, permissions changed)
-        return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-    except KeyboardInterrupt:
-        return 130
+        return guarded(lambda: (check_out(args), args.func(args)))
     finally:
         finish()
-    return 0
 
 
 if __name__ == "__main__":

@@ -54,3 +54,15 @@ def test_copy_onset_variable_layout_copies_at_offsets_position_cannot_tell():
             offsets.add(earlier[0])
     assert len(offsets) > 10  # 4..12 + 0..6 tokens back: many offsets
     assert 0.3 < copied.float().mean() < 0.5  # repeats are under half the tokens (gaps take the rest)
+
+
+def test_a_benchmark_script_fails_on_a_bad_checkpoint_in_one_line(tmp_path):
+    # the scripts share the CLI's error handling (minimistral.cli.guarded): no traceback, exit 2
+    r = subprocess.run(
+        [sys.executable, str(BENCH.parent / "copy_onset.py"), "--probe", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip() == f"minimistral: error: {tmp_path / 'nope'}: not a checkpoint directory"
