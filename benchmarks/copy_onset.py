@@ -80,6 +80,22 @@ def copy_windows(
     return torch.stack(rows), torch.stack(marks)
 
 
+def repeat_windows(
+    n: int, pool: int, generator: torch.Generator, lo: int = 16, hi: int = 64, width: int = TINY_WINDOW + 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n, width]`` windows each made of one sequence of ``lo..hi`` distinct ids of the pool, repeated until
+    the window is full, and ``[n, width]`` true from the first repeat on. The sequence's length, hence the
+    offset of every copy, changes from window to window: only content (an induction head) predicts a
+    repeat, and since the ids of a sequence are distinct, the earlier occurrence is never ambiguous."""
+    rows, marks = [], []
+    for _ in range(n):
+        length = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        seq = FIRST_ID + torch.randperm(pool, generator=generator)[:length]  # [length], distinct ids
+        rows.append(seq.repeat(-(-width // length))[:width])
+        marks.append(torch.arange(width) >= length)
+    return torch.stack(rows), torch.stack(marks)
+
+
 def split_losses(model, windows: torch.Tensor, copied: torch.Tensor) -> tuple[float, float]:
     """Mean loss (nats/token) on the tokens that are not copies and on those that are (the window's
     first token, which no context predicts, is left out)."""

@@ -1,6 +1,7 @@
 """The benchmark script runs (a smoke run; speed itself is never asserted in tests)."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,27 @@ def test_a_benchmark_script_fails_on_a_bad_checkpoint_in_one_line(tmp_path):
     )
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip() == f"minimistral: error: {tmp_path / 'nope'}: not a checkpoint directory"
+
+
+def test_repeat_windows_copy_one_sequence_of_distinct_ids_at_a_varying_offset():
+    copy_onset = _load("copy_onset")
+    w, copied = copy_onset.repeat_windows(20, 100, torch.Generator().manual_seed(0), width=129)  # [20, 129]
+    lengths = copied.float().argmax(1)  # the first repeat's position = the sequence's length
+    assert lengths.min() >= 16 and lengths.max() <= 64 and len(set(lengths.tolist())) > 5  # the offset varies
+    for row, mark, n in zip(w, copied, lengths.tolist(), strict=True):
+        assert len(set(row[:n].tolist())) == n  # distinct: the earlier occurrence is never ambiguous
+        assert torch.equal(row[n:], row[:-n]) and not mark[:n].any() and mark[n:].all()
+        assert row.min() >= copy_onset.FIRST_ID and row.max() < copy_onset.FIRST_ID + 100
+
+
+def test_induction_onset_runs_both_models(tmp_path):
+    script = BENCH.parent / "induction_onset.py"
+    out = tmp_path / "curve.json"
+    small = ["--layers", "1", "--hidden", "32", "--steps", "100", "--json", str(out)]
+    for model in (["--model", "reference", "--rope"], ["--model", "ministral", "--init-std", "0.05"]):
+        r = subprocess.run([sys.executable, str(script), *model, *small], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        (point,) = json.loads(out.read_text())["curve"]
+        assert point["step"] == 100 and 0 < point["repeat"] < 20 and 0 < point["first"] < 20
+    r = subprocess.run([sys.executable, str(script), "--rope"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--rope is for --model reference" in r.stderr
