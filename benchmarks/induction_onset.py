@@ -7,8 +7,9 @@ distinct random ids, repeated until the window is full (``copy_onset.repeat_wind
 repeated token is predictable from content alone; the offset changes from window to window, so no
 fixed look-back solves it. A copier drives the repeats' loss from ``ln pool`` towards 0.
 
-Two models go through the same plain loop (AdamW, betas 0.9/0.95, constant learning rate, no weight
-decay, no clipping; fresh windows every step, batch 16 x 256), so that only the model differs:
+Two models go through the same plain loop (AdamW, betas 0.9 and ``--beta2``, 0.95 as in the engine;
+constant learning rate, no weight decay, no clipping; fresh windows every step, batch 16 x 256), so
+that only the model differs:
 
 * ``--model ministral``: ``Ministral3`` (RoPE, RMSNorm, grouped-query attention, SwiGLU) at
   ``--layers`` x ``--hidden``, initialised N(0, ``--init-std``) as ``init_weights`` does (0.02, the
@@ -86,7 +87,7 @@ class Reference(nn.Module):
 
 
 def build(args) -> nn.Module:
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)  # the initialisation; the windows are the same for every seed
     if args.model == "reference":
         model = Reference(FIRST_ID + args.pool, args.hidden, args.layers, rope=args.rope)
         if args.init_std is not None:
@@ -121,6 +122,8 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=100, help="the ids a sequence draws from (distinct within one)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0, help="of the initial weights (the windows do not change)")
+    p.add_argument("--beta2", type=float, default=0.95, help="AdamW's second-moment decay (the engine's 0.95)")
     p.add_argument("--json", type=Path, help="write the curve here")
     args = p.parse_args()
     if args.rope and args.model != "reference":
@@ -129,7 +132,7 @@ def main() -> None:
         p.error("--pool must hold a whole sequence (64 ids) and fit the vocabulary")
 
     model = build(args)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, args.beta2), weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
     held_out = repeat_windows(64, args.pool, torch.Generator().manual_seed(1))  # [64, 257] x 2
     curve, start = [], time.time()
