@@ -98,8 +98,8 @@ def build(args) -> nn.Module:
     config = TINY_CONFIGS["tiny-24b"].replace(
         num_hidden_layers=args.layers, hidden_size=args.hidden, intermediate_size=4 * args.hidden
     )
-    model = Ministral3(config)
-    model.init_weights(0.02 if args.init_std is None else args.init_std)
+    model = Ministral3(config)  # already initialised at 0.02; drawn again (as the README's runs were) so that
+    model.init_weights(0.02 if args.init_std is None else args.init_std)  # every --init-std starts alike
     return model
 
 
