@@ -439,8 +439,21 @@ def grpo_job(out, max_steps=None, fsdp=False, rank=0):
     save_file(state, f"{out}/rank{rank}.safetensors")
 
 
-def test_grpo_under_two_processes_keeps_the_ranks_in_step_and_resumes_bitwise(tmp_path):
+def test_grpo_under_two_processes_is_the_run_of_one_and_resumes_bitwise(tmp_path):
+    """Every rollout is seeded by the step and its row in the global batch, so 2 processes sample the rollouts
+    of 1 (each rank half the prompts), score the same rewards and take the same steps (losses within 1e-5)."""
     spawn(2, grpo_job, str(tmp_path / "a"))
+    spawn(1, grpo_job, str(tmp_path / "one"))
+    scored = [(tmp_path / d / f"rewards{r}.txt").read_text().splitlines() for d, r in (("one", 0), ("a", 0), ("a", 1))]
+    halves = [line for step in range(3) for rank in scored[1:] for line in rank[8 * step : 8 * step + 8]]
+    assert halves == scored[0] and len(halves) == 48  # every rollout's reward and length, step by step
+    one = metric_rows(tmp_path / "one", "reward")
+    two = metric_rows(tmp_path / "a", "reward")
+    for key in ("reward", "length", "truncated", "no_signal"):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], abs=1e-6), key  # (fp32 means)
+    assert close([r["loss"] for r in two], [r["loss"] for r in one])
+    w1 = weights(tmp_path / "one")
+    assert all(torch.allclose(v, w1[k], rtol=0, atol=1e-5) for k, v in weights(tmp_path / "a").items())
     ranks = [load_file(tmp_path / "a" / f"rank{r}.safetensors") for r in (0, 1)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # the same summed gradients on each
     assert all(torch.equal(ranks[0][k], v) for k, v in weights(tmp_path / "a").items())
@@ -506,7 +519,7 @@ def odpo_job(out, tokenizer_dir, fsdp=False, rank=0):
     save_file(state, f"{out}/rank{rank}.safetensors")
 
 
-def test_odpo_under_two_processes_keeps_the_ranks_in_step(tmp_path):
+def test_odpo_under_two_processes_is_the_run_of_one(tmp_path):
     from minimistral.data.corpus import build_corpus
 
     (tmp_path / "tok").mkdir()
@@ -516,6 +529,11 @@ def test_odpo_under_two_processes_keeps_the_ranks_in_step(tmp_path):
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     rows = metric_rows(tmp_path / "run", "margin")
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    spawn(1, odpo_job, str(tmp_path / "one"), str(tmp_path / "tok"))  # the same pairs, judged alike: one run
+    one = metric_rows(tmp_path / "one", "margin")
+    assert [r["length"] for r in rows] == pytest.approx([r["length"] for r in one], abs=1e-6)
+    for key in ("loss", "margin", "confidence"):
+        assert close([r[key] for r in rows], [r[key] for r in one]), key
     spawn(2, odpo_job, str(tmp_path / "sharded"), str(tmp_path / "tok"), True)  # FSDP2: the replicated run
     sharded = metric_rows(tmp_path / "sharded", "margin")
     assert close([r["loss"] for r in sharded], [r["loss"] for r in rows], rel=1e-4)

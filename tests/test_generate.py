@@ -61,6 +61,29 @@ def test_top_p_keeps_the_nucleus_only():
     assert sample_next(logits, 1.0, 1e-6, g).item() == 0  # a tiny nucleus is greedy
 
 
+def test_sampling_draws_each_token_with_its_probability():
+    """Inverting the cumulative distribution samples p: frequencies of 20,000 draws within 4 standard errors."""
+    p = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03, 0.0])
+    logits = torch.log(p).expand(20_000, -1)  # one row per draw
+    for generator in (torch.Generator().manual_seed(0), [torch.Generator().manual_seed(i) for i in range(20_000)]):
+        freq = torch.bincount(sample_next(logits, 1.0, 1.0, generator), minlength=6) / 20_000
+        assert freq[5] == 0  # a token of probability 0 is never drawn
+        assert ((freq - p).abs() <= 4 * (p * (1 - p) / 20_000).sqrt() + 1e-9).all(), freq
+
+
+def test_a_row_seeded_draw_does_not_depend_on_the_other_rows():
+    """With one seed per row, a row's continuation is the same alone, beside other prompts, or in another order."""
+    ours = ours_from(hf_model("ministral3"))
+    prompts = torch.randint(0, 256, (3, 4), generator=torch.Generator().manual_seed(1))
+    batch = minimistral.generate(ours, prompts, 12, temperature=1.0, seed=[7, 8, 9])
+    assert torch.equal(minimistral.generate(ours, prompts[1:2], 12, temperature=1.0, seed=[8]), batch[1:2])
+    swapped = minimistral.generate(ours, prompts[[2, 0]], 12, temperature=1.0, seed=[9, 7])
+    assert torch.equal(swapped, batch[[2, 0]])
+    assert not torch.equal(batch[0, 4:], minimistral.generate(ours, prompts[:1], 12, temperature=1.0, seed=[8])[0, 4:])
+    with pytest.raises(ValueError, match="one per row"):
+        minimistral.generate(ours, prompts, 2, temperature=1.0, seed=[1, 2])
+
+
 def test_bad_sampling_arguments():
     ours = ours_from(hf_model("ministral3"))
     with pytest.raises(ValueError, match="top_p"):

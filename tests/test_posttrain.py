@@ -200,6 +200,12 @@ def test_sampling_is_batched_and_equals_generate_per_prompt(hf_dir):
         assert r.ids == (want[: want.index(2) + 1] if 2 in want else want)
     hot = sample(model, prompts, n=4, max_new_tokens=5, temperature=1.0, seed=3)
     assert hot == sample(model, prompts, n=4, max_new_tokens=5, temperature=1.0, seed=3)  # seeded
+    assert hot != sample(model, prompts, n=4, max_new_tokens=5, temperature=1.0, seed=4)
+    # each rollout is seeded on its own: the batch size does not change it, and a process that samples the
+    # last prompt as rows 8.. of the whole batch draws what one process did
+    assert hot == sample(model, prompts, n=4, max_new_tokens=5, temperature=1.0, seed=3, batch_size=3)
+    tail = sample(model, prompts[2:], n=4, max_new_tokens=5, temperature=1.0, seed=3, first_row=8)
+    assert [r.ids for r in tail] == [r.ids for r in hot[8:]]
 
 
 def test_sft_trains_on_responses_with_a_teacher_and_grades_answers(tmp_path, tok):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -14,18 +15,27 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     r"""Pick the next token from ``logits [batch, vocab]``.
 
     Greedy (argmax) when ``temperature == 0``; otherwise sample from
-    $\mathrm{softmax}(z / T)$ restricted to the smallest set of tokens whose
-    probability mass reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020).
+    $p = \mathrm{softmax}(z / T)$ restricted to the smallest set of tokens whose
+    probability mass reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020), by inverting
+    the cumulative distribution: with $u \sim U[0, 1)$ and $F_k = \sum_{j \le k} p_j$, the token is the first
+    $k$ with $F_k > u F_V$ (a token of probability 0 is never drawn). ``generator``: one ``torch.Generator``
+    for the batch, or a list of one per row (each row then draws from its own stream, whatever rows share
+    its batch).
     """
     if temperature == 0.0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [batch, vocab]
     if top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
         mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
         sorted_p = sorted_p.masked_fill(mass_before >= top_p, 0.0)  # the top token always stays
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if isinstance(generator, list):  # row i's draw depends on row i's stream alone
+        u = torch.stack([torch.rand((), generator=g, device=probs.device) for g in generator])  # [batch]
+    else:
+        u = torch.rand(probs.shape[0], generator=generator, device=probs.device)  # [batch]
+    cdf = probs.cumsum(-1)  # [batch, vocab]: F
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]  # first k with F_k > u F_V
 
 
 @torch.inference_mode()
@@ -35,7 +45,7 @@ def generate(
     max_new_tokens: int,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     eos_token_id: int | None = None,
     stop: Callable[[list[int]], bool] | None = None,
     pixel_values: torch.Tensor | None = None,
@@ -48,6 +58,8 @@ def generate(
     with it and generation stops when every row has finished (as transformers does).
     ``stop(new tokens of a row)`` finishes a row too, after the token that made it hold
     (a stop string, say); later tokens of that row are EOS if ``eos_token_id`` is given.
+    ``seed``: one seed for the batch's draws, or one per row, so that a row's tokens depend only on its
+    prompt and its seed, not on the rows that share its batch (or on which process decodes it).
     ``pixel_values`` / ``image_sizes``: the images of the prompt's ``[IMG]`` tokens (a vision-language
     model, ``vision.model``); they are read once, in the prefill.
     """
@@ -57,10 +69,14 @@ def generate(
         raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
     device = model.lm_head.weight.device
     input_ids = input_ids.to(device)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
     batch = input_ids.shape[0]
+    generator = None
+    if isinstance(seed, numbers.Integral):
+        generator = torch.Generator(device=device).manual_seed(seed)
+    elif seed is not None:
+        if len(seed) != batch:
+            raise ValueError(f"seed: one per row, got {len(seed)} for a batch of {batch}")
+        generator = [torch.Generator(device=device).manual_seed(int(s)) for s in seed]
     cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens)
     out = [input_ids]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -137,14 +137,16 @@ def interrupt_after_block():
 
 def online_rollouts(trainer: Trainer, n: int, max_new_tokens: int, temperature: float):
     """The rollouts of an online stage's iteration (GRPO, ODPO): this rank's prompts of the engine's seeded
-    sampler at ``trainer.step``, ``n`` responses to each from the current policy (seeded by the step and the
-    rank, so a resumed run samples the same). Returns (dataset index of each prompt, the rollouts, the
+    sampler at ``trainer.step``, ``n`` responses to each from the current policy. Each rollout is seeded by the
+    step and its row in the iteration's global batch, so a resumed run samples the same and N processes
+    sample exactly the rollouts of one. Returns (dataset index of each prompt, the rollouts, the
     ``pad_right`` batch of prompt + response with the response's tokens in ``mask``)."""
     indices = trainer.train_data.batch(trainer.sampler.indices(trainer.step)).tolist()
     prompts = [trainer.train_data.prompts[i] for i in indices]
-    seed = trainer.cfg.seed * 1_000_003 + trainer.step + 7_919 * trainer.rank
+    seed = trainer.cfg.seed * 1_000_003 + trainer.step
+    first_row = trainer.rank * len(prompts) * n  # every rank holds as many prompts (the Sampler's equal shares)
     with gathered(trainer.train_model):  # under FSDP2: each rank decodes alone, for as many steps as it needs
-        rolls = sample(trainer.train_model, prompts, n, max_new_tokens, temperature, seed=seed)
+        rolls = sample(trainer.train_model, prompts, n, max_new_tokens, temperature, seed=seed, first_row=first_row)
     rows = [(prompts[r.prompt] + r.ids, [False] * len(prompts[r.prompt]) + [True] * len(r.ids)) for r in rolls]
     return indices, rolls, pad_right(rows, EOS_ID)
 

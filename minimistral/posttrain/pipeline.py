@@ -36,7 +36,7 @@ from minimistral.posttrain.pwrm import (
     save_pairs,
     write_temperature,
 )
-from minimistral.posttrain.rollouts import sample
+from minimistral.posttrain.rollouts import SAMPLING_VERSION, sample
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_prompts
 from minimistral.posttrain.sft import AnswerExamples, ChatExamples, sft
 from minimistral.posttrain.study import grade
@@ -146,7 +146,8 @@ def policy_answers(checkpoint: Path, thinking: bool, items: list[RubricPrompt], 
     """``n`` answers per rubric prompt from a policy at ODPO's temperature (thinking stripped), each with the
     judge's score; cached by the checkpoint's content. A response that never ends scores 0, as in RL."""
     p = scale.posttrain
-    spec = {"items": [x.prompt for x in items], "n": n, "tokens": p.general_tokens, "thinking": thinking, "seed": seed}
+    spec = {"items": [x.prompt for x in items], "n": n, "tokens": p.general_tokens, "thinking": thinking, "seed": seed,
+            "sampling": SAMPLING_VERSION}  # fmt: skip
 
     def compute():
         model, tok = from_pretrained(checkpoint, device=device), load_tokenizer(checkpoint)

@@ -2,7 +2,9 @@
 
 The same path serves evaluation (pass@k) and GRPO's rollouts: each prompt is repeated ``n`` times
 and prompts of one length share a batch (the model takes no padding mask, so prompts are never
-left-padded); :func:`~minimistral.arch.generate.generate` decodes all rows at once.
+left-padded); :func:`~minimistral.arch.generate.generate` decodes all rows at once. Each rollout draws
+from its own seeded stream (:func:`row_seeds`), so a rollout is the same whatever the batch size, the
+other prompts, or the process that samples it: N processes sample exactly the rollouts of one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from tqdm.auto import tqdm
 
 from minimistral.arch.generate import generate
 from minimistral.data.tokenizer import EOS_ID
+
+SAMPLING_VERSION = 2  # in the key of cached sampled scores; 2: every rollout seeded on its own (row_seeds)
+
+
+def row_seeds(seed: int, rows: Sequence[int]) -> list[int]:
+    """The seed of each rollout: a function of the run's ``seed`` and the rollout's global row number alone."""
+    return [seed * 1_000_003 + r for r in rows]
 
 
 @dataclass
@@ -38,9 +47,12 @@ def sample(
     seed: int = 0,
     batch_size: int = 64,
     desc: str | None = None,
+    first_row: int = 0,
 ) -> list[Rollout]:
     """``n`` responses to each prompt (``temperature`` 0: greedy), in order: prompt 0's ``n``, then prompt 1's, ...
 
+    Response ``r`` (of ``len(prompts) * n``) is drawn with seed ``row_seeds(seed, [first_row + r])``:
+    a process that samples rows ``first_row ...`` of a larger batch draws what one process would.
     ``desc``: show a progress bar over the batches under that name."""
     model.eval()
     rows = [i for i in range(len(prompts)) for _ in range(n)]  # [len(prompts) * n]
@@ -50,12 +62,12 @@ def sample(
     out: list[Rollout | None] = [None] * len(rows)
     batches = sum(math.ceil(len(g) / batch_size) for g in by_length.values())
     bar = tqdm(total=batches, desc=desc, unit="batch", leave=False, disable=desc is None or None)
-    for group_index, (_, group) in enumerate(sorted(by_length.items())):
+    for _, group in sorted(by_length.items()):
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
             ids = torch.tensor([prompts[rows[r]] for r in chunk])  # [b, prompt length]
-            new = generate(model, ids, max_new_tokens, temperature, seed=seed + 7919 * group_index + start,
-                           eos_token_id=EOS_ID)[:, ids.shape[1]:]  # fmt: skip
+            seeds = row_seeds(seed, [first_row + r for r in chunk])  # [b]
+            new = generate(model, ids, max_new_tokens, temperature, seed=seeds, eos_token_id=EOS_ID)[:, ids.shape[1] :]
             for r, row in zip(chunk, new.tolist(), strict=True):
                 out[r] = Rollout(rows[r], row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
             bar.update(1)

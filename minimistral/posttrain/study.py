@@ -19,7 +19,7 @@ from minimistral.evaluate.cache import cached
 from minimistral.files import read_csv, write_csv, write_json
 from minimistral.paths import results_dir
 from minimistral.posttrain.chat import encode_prompt, split_response
-from minimistral.posttrain.rollouts import Rollout, pass_at_k, repetition, sample
+from minimistral.posttrain.rollouts import SAMPLING_VERSION, Rollout, pass_at_k, repetition, sample
 from minimistral.posttrain.rubrics import RubricPrompt, rubric_score
 from minimistral.posttrain.tasks import Problem, reward
 from minimistral.scales import Scale, get_scale
@@ -126,7 +126,7 @@ def checkpoint_scores(
 ) -> list[dict]:
     """:func:`held_out_scores` of a checkpoint, cached by its content (``thinking=False``: an Instruct model)."""
     spec = {"items": [x.chat()[0]["content"] for x in items], "samples": samples, "tokens": max_new_tokens}
-    spec |= {} if thinking else {"thinking": False}  # the Reasoning models' keys stay as they were
+    spec |= {"sampling": SAMPLING_VERSION} | ({} if thinking else {"thinking": False})
 
     def compute():
         model = from_pretrained(checkpoint, device=device)
