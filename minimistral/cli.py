@@ -513,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "reproduce",
-        help="the whole reproduction top to bottom: pretrain, prune study, cascade, claims, long context, "
-        "tables; continues from what is done",
+        help="the whole reproduction top to bottom: pretrain, prune study, cascade, claims, long context, vision, "
+        "post-training (SFT, GRPO, PWRM, ODPO), tables; continues from what is done",
     )
     _scale_and_device(s)
     s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")

@@ -32,6 +32,47 @@ def test_greedy_generation_equals_transformers():
     assert torch.equal(got, want)  # positions 9..68 cross the original window (16) four times
 
 
+@pytest.mark.parametrize("kind,kw", [("ministral3", {}), ("mistral", dict(yarn=False, sliding_window=20))])
+def test_left_padded_prompts_continue_as_alone_and_as_transformers(kind, kw):
+    """Prompts of 9, 4 and 7 tokens in one left-padded batch: each row continues as it does alone (positions,
+    hence RoPE and the query temperature, count from its first token; no query reads padding), and the batch
+    equals transformers' ``generate`` with the same attention mask, across the temperature's original window
+    (16 positions) and the sliding window (20)."""
+    hf = hf_model(kind, **kw)
+    ours = ours_from(hf)
+    lengths = [9, 4, 7]
+    prompts = [torch.randint(1, 256, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
+    ids = torch.zeros(3, 9, dtype=torch.long)
+    mask = torch.zeros(3, 9, dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, 9 - len(p) :], mask[row, 9 - len(p) :] = p, 1
+    got = minimistral.generate(ours, ids, 40, attention_mask=mask)
+    for row, p in enumerate(prompts):
+        alone = minimistral.generate(ours, p[None], 40)
+        assert torch.equal(got[row, 9:], alone[0, len(p) :]), row
+    want = hf.generate(ids, attention_mask=mask, max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(got, want)
+    with torch.no_grad():  # the logits too, step by step, within 1e-4 of the row alone
+        cache = ours.new_cache(3, 9 + 3, left_pad=torch.tensor([0, 5, 2]))
+        batch = torch.cat([ours(got[:, :9], cache)[:, -1:], ours(got[:, 9:11], cache)], 1)  # [3, 3, vocab]
+        for row, p in enumerate(prompts):
+            alone = ours(torch.cat([p, got[row, 9:11]])[None])[0, len(p) - 1 :]
+            assert (batch[row] - alone).abs().max() < 1e-4
+
+
+def test_an_attention_mask_must_pad_on_the_left():
+    ours = ours_from(hf_model("ministral3"))
+    ids = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="left padding"):
+        minimistral.generate(ours, ids, 2, attention_mask=torch.tensor([[1, 1, 1, 1], [1, 0, 1, 1]]))
+    with pytest.raises(ValueError, match="no token"):
+        minimistral.generate(ours, ids, 2, attention_mask=torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="shape"):
+        minimistral.generate(ours, ids, 2, attention_mask=torch.ones(2, 3))
+    unpadded = minimistral.generate(ours, ids, 5, attention_mask=torch.ones(2, 4))
+    assert torch.equal(unpadded, minimistral.generate(ours, ids, 5))
+
+
 def test_generation_stops_at_eos_and_pads_like_transformers():
     hf = hf_model("ministral3")
     ours = ours_from(hf)

@@ -38,6 +38,29 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]  # first k with F_k > u F_V
 
 
+def pad_left(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths as one batch for :func:`generate`: ``input_ids`` and ``attention_mask``
+    ``[batch, longest]``, each prompt at the right end of its row, ``pad_id`` and 0 before it."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (longest - len(p)) + list(p) for p in prompts])  # [b, longest]
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])  # [b, longest]
+    return ids, mask
+
+
+def left_padding(attention_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
+    """The number of padding tokens left of each row's prompt ``[batch]``, or None when no row is padded."""
+    if attention_mask is None:
+        return None
+    if attention_mask.shape != shape:
+        raise ValueError(f"attention_mask: shape {tuple(attention_mask.shape)}, input_ids {tuple(shape)}")
+    pad = (attention_mask == 0).sum(-1)  # [batch]
+    if not torch.equal(attention_mask != 0, torch.arange(shape[1], device=pad.device)[None, :] >= pad[:, None]):
+        raise ValueError("attention_mask: only left padding is supported (each row: 0s, then 1s to its end)")
+    if (pad == shape[1]).any():
+        raise ValueError("attention_mask: a row has no token")
+    return pad if pad.any() else None
+
+
 @torch.inference_mode()
 def generate(
     model: Ministral3,
@@ -50,6 +73,7 @@ def generate(
     stop: Callable[[list[int]], bool] | None = None,
     pixel_values: torch.Tensor | None = None,
     image_sizes: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Continue ``input_ids [batch, seq]`` by up to ``max_new_tokens``; returns ``[batch, seq + new]``.
 
@@ -62,6 +86,8 @@ def generate(
     prompt and its seed, not on the rows that share its batch (or on which process decodes it).
     ``pixel_values`` / ``image_sizes``: the images of the prompt's ``[IMG]`` tokens (a vision-language
     model, ``vision.model``); they are read once, in the prefill.
+    ``attention_mask [batch, seq]`` (1 token, 0 padding): prompts of different lengths, left-padded, in one
+    batch; each row continues as it would alone (as transformers' ``generate`` with an attention mask).
     """
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -77,7 +103,7 @@ def generate(
         if len(seed) != batch:
             raise ValueError(f"seed: one per row, got {len(seed)} for a batch of {batch}")
         generator = [torch.Generator(device=device).manual_seed(int(s)) for s in seed]
-    cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens)
+    cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens, left_padding(attention_mask, input_ids.shape))
     out = [input_ids]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     images = {}

@@ -43,13 +43,17 @@ class KVCache:
 
     ``length`` counts the positions already stored: the next token sits at absolute
     position ``length``, which is what RoPE and the softmax temperature must see.
+    ``left_pad [batch]`` (or None): row b's first ``left_pad[b]`` positions are padding, so that prompts
+    of different lengths share a batch; no query attends to them and row b's positions count from its
+    first real token (transformers' ``position_ids`` from the attention mask).
     """
 
-    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device=None, dtype=None):
+    def __init__(self, cfg: ModelConfig, batch: int, capacity: int, device=None, dtype=None, left_pad=None):
         shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
         self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)]
         self.length = 0
+        self.left_pad = None if left_pad is None else left_pad.to(device)  # [batch]
 
     @property
     def capacity(self) -> int:
@@ -104,8 +108,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=False)
 
-    def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None):
-        cos, sin, temp = rope  # [t, head_dim], [t, head_dim] (signed), [t, 1] or None
+    def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None, real=None):
+        cos, sin, temp = rope  # [t, head_dim], [t, head_dim] (signed), [t, 1] or None ([b, 1, t, .] left-padded)
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_heads, t, d]
         k = rearrange(self.k_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_kv, t, d]
         v = rearrange(self.v_proj(x), "b t (h d) -> b h t d", d=self.head_dim)  # [b, n_kv, t, d]
@@ -115,22 +119,27 @@ class Attention(nn.Module):
         past = cache.length if cache is not None else 0
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [b, n_kv, past + t, d]
-        out = self.attend(q, k, v, past)  # [b, n_heads, t, d]
+        out = self.attend(q, k, v, past, real)  # [b, n_heads, t, d]
         return self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
 
-    def attend(self, q, k, v, past: int) -> torch.Tensor:
-        """softmax(q k^T / sqrt(d)) v with the causal (and sliding-window) mask, KV heads shared by groups."""
+    def attend(self, q, k, v, past: int, real=None) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v with the causal (and sliding-window) mask, KV heads shared by groups.
+        ``real [b, s]`` (left-padded rows, or None): which keys are tokens rather than padding."""
         t, s = q.shape[2], k.shape[2]
         window_covers = self.sliding_window is None or s <= self.sliding_window
         if t == 1 and window_covers:
-            # Decoding one token: nothing to mask, so fold the G query heads of each group
+            # Decoding one token: nothing to mask but padding, so fold the G query heads of each group
             # into the query axis and let them all read their shared KV head directly.
             qg = rearrange(q, "b (kv g) 1 d -> b kv g d", kv=self.n_kv)  # [b, n_kv, G, d]
-            out = F.scaled_dot_product_attention(qg, k, v)  # [b, n_kv, G, d]
+            pad = None if real is None else rearrange(real, "b s -> b 1 1 s")
+            out = F.scaled_dot_product_attention(qg, k, v, attn_mask=pad)  # [b, n_kv, G, d]
             return rearrange(out, "b kv g d -> b (kv g) 1 d")
-        if past == 0 and window_covers:
+        if past == 0 and window_covers and real is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         mask = attention_mask(t, past, self.sliding_window, q.device)  # [t, s]
+        if real is not None:  # no query sees a padding key; a padding query sees itself (no empty softmax)
+            own = torch.arange(s, device=q.device)[None, :] == torch.arange(past, s, device=q.device)[:, None]
+            mask = rearrange(mask & real[:, None, :] | own, "b t s -> b 1 t s")
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
@@ -157,8 +166,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # FFN norm
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None):
-        h = x + self.self_attn(self.input_layernorm(x), rope, layer, cache)
+    def forward(self, x, rope, layer: int = 0, cache: KVCache | None = None, real=None):
+        h = x + self.self_attn(self.input_layernorm(x), rope, layer, cache, real)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -176,13 +185,15 @@ class Decoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, embeds=None) -> torch.Tensor:
         """Final hidden states ``[b, t, hidden]``; ``embeds`` replaces the token embeddings (images put in)."""
         x = self.embed_tokens(input_ids) if embeds is None else embeds  # [b, t, hidden]
-        past = cache.length if cache is not None else 0
+        past, t = (cache.length if cache is not None else 0), input_ids.shape[1]
         if cache is not None:
-            cache.reserve(input_ids.shape[1])
-        rope = self.rotary(past, input_ids.shape[1], x.device, x.dtype)  # absolute positions past..past+t-1
+            cache.reserve(t)
+        pad = cache.left_pad if cache is not None else None  # [b] left padding of each row, or None
+        rope = self.rotary(past, t, x.device, x.dtype, pad)  # positions past..past+t-1 (less each row's padding)
+        real = None if pad is None else torch.arange(past + t, device=x.device)[None, :] >= pad[:, None]  # [b, s]
         recompute = self.checkpointing and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.layers):
-            x = checkpoint(block, x, rope, i, use_reentrant=False) if recompute else block(x, rope, i, cache)
+            x = checkpoint(block, x, rope, i, use_reentrant=False) if recompute else block(x, rope, i, cache, real)
         if cache is not None:
             cache.length += input_ids.shape[1]
         return self.norm(x)
@@ -221,9 +232,9 @@ class Ministral3(nn.Module):
         h = self.model(input_ids, cache)
         return self.lm_head(h[:, -1:] if last_only else h)
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
+    def new_cache(self, batch: int, capacity: int, left_pad: torch.Tensor | None = None) -> KVCache:
         w = self.lm_head.weight
-        return KVCache(self.config, batch, capacity, device=w.device, dtype=w.dtype)
+        return KVCache(self.config, batch, capacity, device=w.device, dtype=w.dtype, left_pad=left_pad)
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counted once)."""

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from minimistral.arch.config import ModelConfig
@@ -149,11 +150,19 @@ class RotaryEmbedding(nn.Module):
             temp = query_temperature(positions.float(), self.beta, self.original_max)[:, None].to(dtype)
         return cos, sin, temp
 
-    def forward(self, start: int, length: int, device: torch.device, dtype: torch.dtype):
-        """Positions ``start .. start+length-1`` -> cos, signed sin ``[length, head_dim]``, temperature or None."""
+    def forward(self, start: int, length: int, device: torch.device, dtype: torch.dtype, left_pad=None):
+        """Positions ``start .. start+length-1`` -> cos, signed sin ``[length, head_dim]``, temperature or None.
+
+        ``left_pad [batch]``: row b's positions are shifted back by its padding (padding itself at 0), and the
+        tables are ``[batch, 1, length, .]``, one per row, broadcasting over heads."""
         cos, sin, temp = self.table(start + length, device, dtype)
         end = start + length
-        return cos[start:end], sin[start:end], None if temp is None else temp[start:end]
+        if left_pad is None:
+            return cos[start:end], sin[start:end], None if temp is None else temp[start:end]
+        positions = (torch.arange(start, end, device=device)[None, :] - left_pad[:, None]).clamp_min(0)  # [b, t]
+        per_row = (rearrange(table[positions], "b t d -> b 1 t d") if table is not None else None
+                   for table in (cos, sin, temp))  # fmt: skip
+        return tuple(per_row)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -161,6 +170,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -
 
     $x' = x \cos + \mathrm{rot}(x) \sin$ with $\mathrm{rot}(x_1, x_2) = (-x_2, x_1)$. The sign is
     already in ``signed_sin = (-sin, sin)``, so $\mathrm{rot}$ is a roll by half the head.
-    x ``[batch, heads, seq, head_dim]``; cos/signed_sin ``[seq, head_dim]``.
+    x ``[batch, heads, seq, head_dim]``; cos/signed_sin ``[seq, head_dim]`` (or ``[batch, 1, seq, head_dim]``).
     """
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin

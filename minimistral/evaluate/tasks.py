@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from minimistral.arch.generate import generate
+from minimistral.arch.generate import generate, pad_left
 from minimistral.arch.hub import from_pretrained
 from minimistral.arch.model import Ministral3
 from minimistral.data.corpus import Corpus
@@ -81,16 +81,17 @@ def greedy_until(
     max_new_tokens: int,
     stop: Callable[[list[int]], bool],
     eos_token_id: int | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> list[list[int]]:
     r"""Greedy continuations $y_j = \arg\max_v p(v \mid x, y_{<j})$ of every row of ``input_ids [b, t]``.
 
     ``generate`` at temperature 0, each row cut at its own EOS (left out) or just after the token
-    that made ``stop(tokens so far)`` hold. The rows share one prompt length: the model takes no
-    padding mask, so there is no exact left padding.
+    that made ``stop(tokens so far)`` hold; ``attention_mask``: left-padded rows (``generate.pad_left``).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    new = generate(model, input_ids, max_new_tokens, eos_token_id=eos_token_id, stop=stop)[:, input_ids.shape[1] :]
+    new = generate(model, input_ids, max_new_tokens, eos_token_id=eos_token_id, stop=stop,
+                   attention_mask=attention_mask)[:, input_ids.shape[1] :]  # fmt: skip
     return [_until(row, stop, eos_token_id) for row in new.tolist()]
 
 
@@ -99,14 +100,6 @@ def _until(tokens: list[int], stop: Callable[[list[int]], bool], eos_token_id: i
     if eos_token_id in tokens:
         tokens = tokens[: tokens.index(eos_token_id)]
     return next((tokens[:k] for k in range(1, len(tokens) + 1) if stop(tokens[:k])), tokens)
-
-
-def _same_length_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Indices of ``seqs`` grouped by length, in chunks of at most ``batch_size``."""
-    by_len = defaultdict(list)
-    for i, s in enumerate(seqs):
-        by_len[len(s)].append(i)
-    return [g[j : j + batch_size] for _, g in sorted(by_len.items()) for j in range(0, len(g), batch_size)]
 
 
 def math_exact_match(
@@ -121,7 +114,7 @@ def math_exact_match(
 
     The model sees ``<s>`` + ``math_prompt(question)`` (the document up to ``Solution:``, as in
     ``pretrain.samples``) and writes greedily until EOS, the end of its first ``Answer:`` line, or
-    ``max_new_tokens``. Prompts of equal token length share a batch. Returns ``accuracy``, ``n``,
+    ``max_new_tokens``. Prompts of alike lengths share a left-padded batch. Returns ``accuracy``, ``n``,
     ``per_task`` accuracy, ``answered`` (fraction that wrote an ``Answer:`` line) and ``examples``.
     """
     if not problems:
@@ -132,9 +125,10 @@ def math_exact_match(
     def stop(ids: list[int]) -> bool:
         return answer_is_complete(tokenizer.decode(ids))
 
-    for idx in _same_length_batches(prompts, batch_size):
-        ids = torch.tensor([prompts[i] for i in idx])  # [b, t]
-        for i, new in zip(idx, greedy_until(model, ids, max_new_tokens, stop, tokenizer.eos_id), strict=True):
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for idx in (order[j : j + batch_size] for j in range(0, len(order), batch_size)):
+        ids, mask = pad_left([prompts[i] for i in idx], tokenizer.eos_id)  # [b, longest]
+        for i, new in zip(idx, greedy_until(model, ids, max_new_tokens, stop, tokenizer.eos_id, mask), strict=True):
             continuations[i] = tokenizer.decode(new)
     graded = [grade_math(c, p["answer"]) for c, p in zip(continuations, problems, strict=True)]
     correct = [float(ok) for _, ok in graded]

@@ -1,10 +1,11 @@
 """Sampling responses from a policy, batched with the KV cache, and scoring them (paper §4).
 
-The same path serves evaluation (pass@k) and GRPO's rollouts: each prompt is repeated ``n`` times
-and prompts of one length share a batch (the model takes no padding mask, so prompts are never
-left-padded); :func:`~minimistral.arch.generate.generate` decodes all rows at once. Each rollout draws
-from its own seeded stream (:func:`row_seeds`), so a rollout is the same whatever the batch size, the
-other prompts, or the process that samples it: N processes sample exactly the rollouts of one.
+The same path serves evaluation (pass@k) and GRPO's rollouts: each prompt is repeated ``n`` times,
+rows sorted by prompt length are cut into batches, and each batch is left-padded
+(:func:`~minimistral.arch.generate.pad_left`); :func:`~minimistral.arch.generate.generate` decodes all
+its rows at once, each as it would alone. Each rollout draws from its own seeded stream
+(:func:`row_seeds`), so a rollout is the same whatever the batch size, the other prompts, or the
+process that samples it: N processes sample exactly the rollouts of one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from minimistral.arch.generate import generate
+from minimistral.arch.generate import generate, pad_left
 from minimistral.data.tokenizer import EOS_ID
 
 SAMPLING_VERSION = 2  # in the key of cached sampled scores; 2: every rollout seeded on its own (row_seeds)
@@ -55,23 +56,16 @@ def sample(
     a process that samples rows ``first_row ...`` of a larger batch draws what one process would.
     ``desc``: show a progress bar over the batches under that name."""
     model.eval()
-    rows = [i for i in range(len(prompts)) for _ in range(n)]  # [len(prompts) * n]
-    by_length: dict[int, list[int]] = {}
-    for r, i in enumerate(rows):
-        by_length.setdefault(len(prompts[i]), []).append(r)
+    rows = [i for i in range(len(prompts)) for _ in range(n)]  # [len(prompts) * n]: each row's prompt
+    order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r]]))  # alike lengths share a batch
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     out: list[Rollout | None] = [None] * len(rows)
-    batches = sum(math.ceil(len(g) / batch_size) for g in by_length.values())
-    bar = tqdm(total=batches, desc=desc, unit="batch", leave=False, disable=desc is None or None)
-    for _, group in sorted(by_length.items()):
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
-            ids = torch.tensor([prompts[rows[r]] for r in chunk])  # [b, prompt length]
-            seeds = row_seeds(seed, [first_row + r for r in chunk])  # [b]
-            new = generate(model, ids, max_new_tokens, temperature, seed=seeds, eos_token_id=EOS_ID)[:, ids.shape[1] :]
-            for r, row in zip(chunk, new.tolist(), strict=True):
-                out[r] = Rollout(rows[r], row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
-            bar.update(1)
-    bar.close()
+    for chunk in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None or None):
+        ids, mask = pad_left([prompts[rows[r]] for r in chunk], EOS_ID)  # [b, longest prompt], left-padded
+        seeds = row_seeds(seed, [first_row + r for r in chunk])  # [b]
+        new = generate(model, ids, max_new_tokens, temperature, seed=seeds, eos_token_id=EOS_ID, attention_mask=mask)
+        for r, row in zip(chunk, new[:, ids.shape[1] :].tolist(), strict=True):
+            out[r] = Rollout(rows[r], row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
     return out
 
 
