@@ -31,10 +31,11 @@ Metrics (all tokens/s, higher is better)
 3. decode: greedy generation of N new tokens at batch 1 with the KV cache, timed over the whole
    call (the short prompt's prefill included), ``minimistral.generate`` against ``hf.generate``.
    Both outputs are checked to hold N new tokens, and compared token by token.
-4. rollouts: GRPO's sampling, G responses to one prompt at temperature 1 in one batch with the KV
-   cache (``minimistral.posttrain.rollouts.sample``, what each RL iteration runs) against
-   ``hf.generate(do_sample=True)`` on the same repeated prompt; tokens = G x N (a row that writes
-   ``</s>`` early still rides along in the batch, on both sides).
+4. rollouts: GRPO's sampling, G responses to each of 4 prompts of different lengths (half to twice the
+   decode prompt) at temperature 1 with the KV cache (``minimistral.posttrain.rollouts.sample``, what each
+   RL iteration runs: one left-padded batch) against ``hf.generate(do_sample=True)`` on the same batch,
+   left-padded, with its attention mask; tokens = 4 x G x N (a row that writes ``</s>`` early still rides
+   along in the batch, on both sides).
 5. across shapes: training and greedy decoding at batch 1 and batch 8 again on a 6-layer, 256-wide and a
    12-layer, 512-wide model (``shape_configs``), every ratio printed, the decoded tokens compared row by row.
 
@@ -344,22 +345,29 @@ def print_table(results: dict, labels: dict[str, str]) -> None:
     print("paired = median over rounds of the per-round ratio; best = ratio of the fastest repeats")
 
 
+ROLLOUT_PROMPTS = 4  # prompts per rollout batch, of lengths from half to twice the decode prompt
+
+
 def bench_rollouts(ours, theirs, cfg, prompt_len, new_tokens, group, repeats, warmup) -> dict:
-    """``group`` sampled responses to one prompt, batched: our rollout sampler against ``hf.generate``."""
+    """``group`` sampled responses to each of 4 prompts of different lengths, one left-padded batch: our
+    rollout sampler against ``hf.generate``."""
+    from minimistral.arch.generate import pad_left
     from minimistral.posttrain.rollouts import sample
 
-    prompt = torch.randint(3, cfg.vocab_size, (prompt_len,)).tolist()
-    ids = torch.tensor([prompt] * group, device=DEVICE)
-    mask = torch.ones_like(ids)
+    lengths = torch.linspace(prompt_len // 2, 2 * prompt_len, ROLLOUT_PROMPTS).round().int().tolist()
+    prompts = [torch.randint(3, cfg.vocab_size, (n,)).tolist() for n in lengths]
+    ids, mask = pad_left([p for p in prompts for _ in range(group)], pad_id=0)
+    ids, mask = ids.to(DEVICE), mask.to(DEVICE)
 
     def run_ours():
-        sample(ours, [prompt], group, new_tokens, temperature=1.0)
+        sample(ours, prompts, group, new_tokens, temperature=1.0)
 
     def run_theirs():
         theirs.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                         do_sample=True, temperature=1.0, top_k=0, top_p=1.0)  # fmt: skip
 
-    return per_token(interleaved({"ours": run_ours, "theirs": run_theirs}, repeats, warmup), group * new_tokens)
+    rows = ROLLOUT_PROMPTS * group
+    return per_token(interleaved({"ours": run_ours, "theirs": run_theirs}, repeats, warmup), rows * new_tokens)
 
 
 def main(argv=None) -> dict:
@@ -396,7 +404,7 @@ def main(argv=None) -> dict:
         "training": f"({tb}x{ts})",
         "prefill": f"({pb}x{ps})",
         "decode": f"(1x{sizes['new_tokens']} new)",
-        "rollouts": f"({sizes['group']}x{sizes['new_tokens']} sampled)",
+        "rollouts": f"({ROLLOUT_PROMPTS}x{sizes['group']}x{sizes['new_tokens']} sampled)",
     }
     env["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print_table(results, labels)
