@@ -18,7 +18,8 @@ supplies the rest:
 * checkpoints holding weights, optimizer, schedule, RNG, data position and step,
   written to a temporary directory and renamed into place (never half-written);
 * exact resume: on CPU a run stopped and resumed ends with bitwise the same weights
-  as an uninterrupted run; Ctrl-C saves a checkpoint before exiting.
+  as an uninterrupted run; Ctrl-C, and SIGTERM (``kill``, Slurm's preemption or time limit,
+  torchrun stopping its workers), save a checkpoint before exiting.
 
 More than one process (``torchrun``): the same global micro-batch is split over the ranks, the
 gradients are summed over them (token-weighted, so the step equals one process's), and only rank 0
@@ -29,13 +30,16 @@ copied on each; the steps are the same, and so are the checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -213,6 +217,42 @@ def finished(out_dir: str | os.PathLike, steps: int) -> bool:
     return state.is_file() and json.loads(state.read_text())["step"] >= steps
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Inside the block SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, so that ``kill``, Slurm's preemption
+    or time limit, or torchrun stopping its workers, end a run through ``fit``'s path: a checkpoint, then exit."""
+    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread only)
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def held_signals(on_signal: Callable[[], None]):
+    """Inside the block Ctrl-C (SIGINT) and SIGTERM call ``on_signal()`` instead of interrupting; a signal the
+    process ignores (SIGINT in a job started in the background) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, lambda *_: on_signal())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def compile_problem(device: torch.device) -> str | None:
     """Why ``torch.compile`` cannot run on ``device`` here, or None when it can.
 
@@ -349,20 +389,24 @@ class Trainer:
         main = self.rank == 0
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self.desc, disable=not main or None, unit="step")
         window = _Window()  # sums since the last log line
+        self.stop_requested = False  # set by a signal inside ``uninterruptible``: stop after this step
         try:
-            while self.step < stop:
-                window.add(*self.train_step())
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                    record = {"step": self.step, **window.means(), "lr": lr_at(self.step - 1, self.cfg)}
-                    record |= {"tokens": self.tokens, "tok_per_s": window.tokens / max(window.elapsed(), 1e-9)}
-                    self.log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tok_per_s']:.0f}")
-                    window = _Window()
-                if self.val_data is not None and self.step % self.cfg.eval_every == 0:
-                    self.log({"step": self.step, "val_loss": self.evaluate()})
-                if self.step % self.cfg.ckpt_every == 0 and self.step < self.cfg.steps:
-                    self.save()
-                bar.update(1)
+            with sigterm_interrupts():  # (SIGTERM as Ctrl-C; the checkpoint below is written with SIGTERM restored)
+                while self.step < stop:
+                    window.add(*self.train_step())
+                    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                        record = {"step": self.step, **window.means(), "lr": lr_at(self.step - 1, self.cfg)}
+                        record |= {"tokens": self.tokens, "tok_per_s": window.tokens / max(window.elapsed(), 1e-9)}
+                        self.log(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tok_per_s']:.0f}")
+                        window = _Window()
+                    if self.val_data is not None and self.step % self.cfg.eval_every == 0:
+                        self.log({"step": self.step, "val_loss": self.evaluate()})
+                    if self.step % self.cfg.ckpt_every == 0 and self.step < self.cfg.steps:
+                        self.save()
+                    bar.update(1)
+                    if self.stop_requested:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             bar.close()
             if main and not self.sharded:  # (sharded: the other ranks may be gone; the last checkpoint stands)
@@ -374,6 +418,13 @@ class Trainer:
             self.log({"step": self.step, "val_loss": self.evaluate()})
         self.save()
         return self.metrics()
+
+    @contextlib.contextmanager
+    def uninterruptible(self):
+        """A Ctrl-C or SIGTERM inside the block stops the run after this step (logged, then checkpointed) instead
+        of inside the block: what the block changes (an RL iteration's optimizer steps) is never split."""
+        with held_signals(lambda: setattr(self, "stop_requested", True)):
+            yield
 
     def apply_lr(self) -> float:
         """Set this step's learning rate (``lr_at``) on every parameter group, times its ``lr_scale``."""

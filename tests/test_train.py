@@ -93,6 +93,35 @@ def test_resume_is_bitwise_exact(tmp_path):
     assert steps_a == steps_b
 
 
+def test_sigterm_stops_like_ctrl_c_and_resumes_bitwise(tmp_path):
+    """``kill``, Slurm's time limit or torchrun's shutdown (SIGTERM) write the checkpoint Ctrl-C writes."""
+    import os
+    import signal
+
+    straight = trainer(tmp_path / "a", steps=8)
+    straight.fit()
+    first = trainer(tmp_path / "b", steps=8)
+    calls = {"n": 0}
+
+    def terminated_loss(m, batch):
+        calls["n"] += m.training
+        if calls["n"] == 5 * 2 + 1:  # the 6th step's first micro-batch: SIGTERM from outside
+            os.kill(os.getpid(), signal.SIGTERM)
+        return lm_loss(m, batch)
+
+    first.loss_fn = terminated_loss
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert signal.getsignal(signal.SIGTERM) is before  # the engine's handler lives only inside fit
+    state = json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 5 and state["data_position"] == 10
+    resumed = trainer(tmp_path / "b", steps=8)
+    resumed.fit()
+    a, b = _params(straight.model), _params(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class FusedTrainer(Trainer):
     """The engine with the fused AdamW kernel, as on CUDA (CPU has it too)."""
 

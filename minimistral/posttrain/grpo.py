@@ -21,10 +21,7 @@ long response weighs as many tokens as it has.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import statistics
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -119,22 +116,6 @@ def token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
     return logits.gather(-1, batch["targets"][..., None])[..., 0] - logits.logsumexp(-1)
 
 
-@contextlib.contextmanager
-def interrupt_after_block():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it as ``KeyboardInterrupt`` at its end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def online_rollouts(trainer: Trainer, n: int, max_new_tokens: int, temperature: float):
     """The rollouts of an online stage's iteration (GRPO, ODPO): this rank's prompts of the engine's seeded
     sampler at ``trainer.step``, ``n`` responses to each from the current policy. Each rollout is seeded by the
@@ -180,7 +161,7 @@ class GRPOTrainer(Trainer):
         self.train_model.train()
         mask = batch["mask"]
         weight, tokens = self.token_weight(int(mask.sum()))  # (this rank's share, over all ranks)
-        with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
+        with self.uninterruptible():  # Ctrl-C or SIGTERM lands after the iteration: no checkpoint splits one
             loss, logp, old = self.optimise(batch, ref, mask, weight)
         ratio = torch.exp(logp.detach() - old)[mask]
         clipped = ((ratio - 1).abs() > self.rl.clip_eps).float().mean()

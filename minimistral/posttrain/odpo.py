@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minimistral.posttrain.chat import judged_answer
-from minimistral.posttrain.grpo import interrupt_after_block, online_rollouts, token_logprobs
+from minimistral.posttrain.grpo import online_rollouts, token_logprobs
 from minimistral.posttrain.pwrm import Pair
 from minimistral.posttrain.rollouts import Rollout
 from minimistral.train import TrainConfig, Trainer
@@ -118,7 +118,7 @@ class ODPOTrainer(Trainer):
             ref = sequence_logprobs(self.reference, batch)  # [2n]: a, b, a, b, ...
         self.apply_lr()
         self.train_model.train()
-        with interrupt_after_block():  # Ctrl-C lands after the iteration: a checkpoint never splits one
+        with self.uninterruptible():  # Ctrl-C or SIGTERM lands after the iteration: no checkpoint splits one
             with self.autocast():
                 logp = sequence_logprobs(self.train_model, batch)  # [2n]
             o = self.odpo
