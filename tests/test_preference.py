@@ -165,7 +165,7 @@ class _LowIds:
         return torch.sigmoid(-torch.tensor(score) / 4)
 
 
-def _odpo(tmp_path, tok, steps, name="odpo", judge=None, **options):
+def _odpo(tmp_path, tok, steps, name="odpo", judge=None, score=None, **options):
     from minimistral.posttrain.grpo import Prompts
     from minimistral.train import TrainConfig
 
@@ -174,7 +174,7 @@ def _odpo(tmp_path, tok, steps, name="odpo", judge=None, **options):
     cfg = TrainConfig(steps=steps, batch_size=4, lr=3e-3, min_lr=3e-3, warmup_steps=1, ckpt_every=1, log_every=1)
     odpo = ODPOConfig(**({"max_new_tokens": 6, "beta": 0.5} | options))
     return ODPOTrainer(_model(), cfg, odpo, prompts, texts, judge or _LowIds(), tok, tmp_path / name, _model(),
-                       device="cpu")  # fmt: skip
+                       score=score, device="cpu")  # fmt: skip
 
 
 def test_odpo_starts_at_log_two_and_logs_its_iteration(tmp_path, tok):
@@ -182,6 +182,25 @@ def test_odpo_starts_at_log_two_and_logs_its_iteration(tmp_path, tok):
     first = log[0]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5) and first["margin"] == pytest.approx(0, abs=1e-5)
     assert {"confidence", "loops", "length", "agree"} <= set(first) and 0 <= first["loops"] <= 1
+
+
+def test_odpo_logs_how_often_the_programmatic_judge_backs_its_pairs(tmp_path, tok):
+    """With ``score`` (logged only), each iteration records the share of pairs the program scores equal and
+    the share it separates the way P(a wins) leans; the loss is the run's without it."""
+    scored = []
+
+    def parity(i, rollout):  # a program that separates some pairs and ties others
+        scored.append(float(sum(rollout.ids) % 2))
+        return scored[-1]
+
+    log = [r for r in _odpo(tmp_path, tok, steps=2, score=parity).fit() if "loss" in r]
+    plain = [r for r in _odpo(tmp_path, tok, steps=2, name="plain").fit() if "loss" in r]
+    assert [r["loss"] for r in log] == [r["loss"] for r in plain]
+    for step, row in enumerate(log):  # 4 prompts x 2 answers per iteration
+        mine = scored[8 * step : 8 * step + 8]
+        ties = sum(a == b for a, b in zip(mine[0::2], mine[1::2], strict=True)) / 4
+        assert row["program_ties"] == pytest.approx(ties)
+        assert 0 <= row["program_followed"] <= 1 - row["program_ties"]
 
 
 def test_odpo_resumes_bitwise_between_iterations(tmp_path, tok):

@@ -97,14 +97,18 @@ class ODPOTrainer(Trainer):
     PairwiseRewardModel`) for P(a wins) on the answers (thinking stripped), makes a looping response lose,
     and takes one optimizer step on :func:`odpo_loss` against the frozen ``reference`` (divided by beta when
     ``odpo.rescale``). Logged: the loss, the judge's mean confidence |p - 1/2|, the share of looping
-    responses, length, the implicit reward margin and how often its sign agrees with the judge.
+    responses, length, the implicit reward margin and how often its sign agrees with the judge. With
+    ``score(prompt index, rollout)`` (the programmatic judge; logged only, never in the loss) also the share of
+    pairs it scores equal (``program_ties``) and the share it separates the way P(a wins) leans
+    (``program_followed``): how much of what ODPO learns the programmatic judge would back.
     """
 
     SETTINGS = ("odpo_config", "ODPO config")
 
     def __init__(self, model, cfg: TrainConfig, odpo: ODPOConfig, prompts, texts, judge, tokenizer, out_dir,
-                 reference, **kw):  # fmt: skip
+                 reference, score=None, **kw):  # fmt: skip
         super().__init__(model, cfg, prompts, out_dir, **kw)
+        self.score = score
         if len(texts) != len(prompts):
             raise ValueError(f"texts: one user message per prompt, got {len(texts)} for {len(prompts)} prompts")
         self.odpo = self.settings = odpo
@@ -153,4 +157,10 @@ class ODPOTrainer(Trainer):
             "loops": statistics.fmean(loops),
             "length": statistics.fmean(len(r.ids) for r in rolls),
         }
+        if self.score is not None:
+            program = [self.score(indices[r.prompt], r) for r in rolls]  # [2n]: a, b, a, b, ...
+            pairs = list(zip(program[0::2], program[1::2], prob_a, strict=True))
+            stats["program_ties"] = statistics.fmean(a == b for a, b, _ in pairs)
+            followed = [a != b and p != 0.5 and (a > b) == (p > 0.5) for a, b, p in pairs]
+            stats["program_followed"] = statistics.fmean(followed)
         return {k: v.to(self.device) for k, v in batch.items()}, stats

@@ -230,7 +230,7 @@ def odpo_stage(start: Path, judge: Path, out: Path, scale: str | Scale, thinking
     trainer = ODPOTrainer(
         model, _config(p.odpo_steps, p.prompts, p.odpo_lr, seed), odpo, prompts, [x.prompt for x in items],
         PairwiseRewardModel(judge, device=device), tok, out, from_pretrained(start), device=device, desc="odpo",
-        extra_files=tokenizer_files(start),
+        extra_files=tokenizer_files(start), score=lambda i, rollout: grade(tok, items[i], rollout, thinking),
     )  # fmt: skip
     trainer.fit()
     return trainer.out / CHECKPOINT
