@@ -60,6 +60,26 @@ def test_left_padded_prompts_continue_as_alone_and_as_transformers(kind, kw):
             assert (batch[row] - alone).abs().max() < 1e-4
 
 
+def test_a_prompt_read_once_continues_as_its_copies():
+    """``num_return_sequences``: each prompt's prefill computed once and its cache copied gives the rows of the
+    prompts repeated (left-padded, sampled with one seed per row)."""
+    from minimistral.arch.generate import pad_left
+
+    ours = ours_from(hf_model("ministral3"))
+    g = torch.Generator().manual_seed(2)
+    ids, mask = pad_left([torch.randint(1, 256, (n,), generator=g).tolist() for n in (9, 4)], pad_id=0)
+    seeds = [11, 12, 13, 21, 22, 23]
+    once = minimistral.generate(ours, ids, 20, 1.0, seed=seeds, attention_mask=mask, num_return_sequences=3)
+    copies = minimistral.generate(
+        ours, ids.repeat_interleave(3, 0), 20, 1.0, seed=seeds, attention_mask=mask.repeat_interleave(3, 0)
+    )
+    assert once.shape == (6, 29) and torch.equal(once, copies)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        minimistral.generate(ours, ids, 2, num_return_sequences=0)
+    with pytest.raises(ValueError, match="one per row"):
+        minimistral.generate(ours, ids, 2, 1.0, seed=[1, 2], attention_mask=mask, num_return_sequences=3)
+
+
 def test_an_attention_mask_must_pad_on_the_left():
     ours = ours_from(hf_model("ministral3"))
     ids = torch.ones(2, 4, dtype=torch.long)

@@ -74,6 +74,7 @@ def generate(
     pixel_values: torch.Tensor | None = None,
     image_sizes: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
+    num_return_sequences: int = 1,
 ) -> torch.Tensor:
     """Continue ``input_ids [batch, seq]`` by up to ``max_new_tokens``; returns ``[batch, seq + new]``.
 
@@ -88,6 +89,8 @@ def generate(
     model, ``vision.model``); they are read once, in the prefill.
     ``attention_mask [batch, seq]`` (1 token, 0 padding): prompts of different lengths, left-padded, in one
     batch; each row continues as it would alone (as transformers' ``generate`` with an attention mask).
+    ``num_return_sequences`` = n: each prompt is continued n times (rows ``[batch * n, seq + new]``, a prompt's n
+    consecutive); its prefill is computed once and its KV cache copied n times (``seed``: one per output row).
     """
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
@@ -95,7 +98,10 @@ def generate(
         raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
     device = model.lm_head.weight.device
     input_ids = input_ids.to(device)
-    batch = input_ids.shape[0]
+    prompts, n = input_ids.shape[0], num_return_sequences
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"num_return_sequences must be a positive integer, got {n!r}")
+    batch = prompts * n  # output rows
     generator = None
     if isinstance(seed, numbers.Integral):
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -103,15 +109,19 @@ def generate(
         if len(seed) != batch:
             raise ValueError(f"seed: one per row, got {len(seed)} for a batch of {batch}")
         generator = [torch.Generator(device=device).manual_seed(int(s)) for s in seed]
-    cache = model.new_cache(batch, input_ids.shape[1] + max_new_tokens, left_padding(attention_mask, input_ids.shape))
-    out = [input_ids]
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    pad = left_padding(attention_mask, input_ids.shape)
+    cache = model.new_cache(prompts, input_ids.shape[1] + max_new_tokens, pad)
     images = {}
     if pixel_values is not None:
         if not hasattr(model, "vision_tower"):
             raise ImageError("images given to a text-only model (its checkpoint has no vision encoder)")
         images = dict(pixel_values=pixel_values.to(device), image_sizes=image_sizes)
-    logits = model(input_ids, cache, last_only=True, **images)[:, -1]  # prefill: [batch, vocab]
+    logits = model(input_ids, cache, last_only=True, **images)[:, -1]  # prefill, once per prompt: [prompts, vocab]
+    if n > 1:  # every prompt's state copied to its n rows
+        cache.repeat_rows(n)
+        logits, input_ids = logits.repeat_interleave(n, 0), input_ids.repeat_interleave(n, 0)  # [batch, .]
+    out = [input_ids]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         token = sample_next(logits, temperature, top_p, generator)  # [batch]
         if eos_token_id is not None:

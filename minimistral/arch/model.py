@@ -71,6 +71,16 @@ class KVCache:
                 new[:, :, : self.length] = old[:, :, : self.length]
                 store[i] = new
 
+    def repeat_rows(self, n: int) -> None:
+        """Row b becomes rows ``b * n .. b * n + n - 1`` (a prompt's cache, shared by its n continuations)."""
+        for store in (self.keys, self.values):
+            for i, old in enumerate(store):
+                new = old.new_empty(old.shape[0] * n, *old.shape[1:])  # [batch * n, kv_heads, capacity, d]
+                new[:, :, : self.length] = old[:, :, : self.length].repeat_interleave(n, 0)
+                store[i] = new
+        if self.left_pad is not None:
+            self.left_pad = self.left_pad.repeat_interleave(n, 0)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ``[batch, kv_heads, new, head_dim]`` at the current position; return all keys/values."""
         end = self.length + k.shape[2]

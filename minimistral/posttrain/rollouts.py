@@ -1,9 +1,9 @@
 """Sampling responses from a policy, batched with the KV cache, and scoring them (paper §4).
 
-The same path serves evaluation (pass@k) and GRPO's rollouts: each prompt is repeated ``n`` times,
-rows sorted by prompt length are cut into batches, and each batch is left-padded
-(:func:`~minimistral.arch.generate.pad_left`); :func:`~minimistral.arch.generate.generate` decodes all
-its rows at once, each as it would alone. Each rollout draws from its own seeded stream
+The same path serves evaluation (pass@k) and GRPO's rollouts: prompts sorted by length are cut into
+batches, each left-padded (:func:`~minimistral.arch.generate.pad_left`) and read once, then continued
+``n`` times from a copy of its KV cache; :func:`~minimistral.arch.generate.generate` decodes all rows at
+once, each as it would alone. Each rollout draws from its own seeded stream
 (:func:`row_seeds`), so a rollout is the same whatever the batch size, the other prompts, or the
 process that samples it: N processes sample exactly the rollouts of one.
 """
@@ -54,18 +54,21 @@ def sample(
 
     Response ``r`` (of ``len(prompts) * n``) is drawn with seed ``row_seeds(seed, [first_row + r])``:
     a process that samples rows ``first_row ...`` of a larger batch draws what one process would.
+    ``batch_size``: rows per batch (a prompt's ``n`` rows share one, so at least ``n``).
     ``desc``: show a progress bar over the batches under that name."""
     model.eval()
-    rows = [i for i in range(len(prompts)) for _ in range(n)]  # [len(prompts) * n]: each row's prompt
-    order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r]]))  # alike lengths share a batch
-    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    out: list[Rollout | None] = [None] * len(rows)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # alike lengths share a batch
+    per_batch = max(1, batch_size // n)  # prompts per batch, each continued n times
+    chunks = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
+    out: list[Rollout | None] = [None] * (len(prompts) * n)
     for chunk in tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None or None):
-        ids, mask = pad_left([prompts[rows[r]] for r in chunk], EOS_ID)  # [b, longest prompt], left-padded
-        seeds = row_seeds(seed, [first_row + r for r in chunk])  # [b]
-        new = generate(model, ids, max_new_tokens, temperature, seed=seeds, eos_token_id=EOS_ID, attention_mask=mask)
-        for r, row in zip(chunk, new[:, ids.shape[1] :].tolist(), strict=True):
-            out[r] = Rollout(rows[r], row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
+        ids, mask = pad_left([prompts[i] for i in chunk], EOS_ID)  # [b, longest prompt], left-padded
+        rows = [i * n + j for i in chunk for j in range(n)]  # [b * n]: each prompt's n rows, in order
+        seeds = row_seeds(seed, [first_row + r for r in rows])
+        new = generate(model, ids, max_new_tokens, temperature, seed=seeds, eos_token_id=EOS_ID, attention_mask=mask,
+                       num_return_sequences=n)[:, ids.shape[1] :]  # fmt: skip
+        for r, row in zip(rows, new.tolist(), strict=True):
+            out[r] = Rollout(r // n, row[: row.index(EOS_ID) + 1] if EOS_ID in row else row)
     return out
 
 
