@@ -637,14 +637,16 @@ def _error(message: str) -> int:
 
 def guarded(run: Callable[[], object]) -> int:
     """Call ``run()``; a bad checkpoint, data file, resume or argument value ends in one line on stderr
-    (``minimistral: error: ...``) and exit status 2 instead of a traceback, an interrupt in 130. The CLI
-    and the scripts in ``benchmarks/`` go through here, so every entry point fails the same way."""
+    (``minimistral: error: ...``) and exit status 2 instead of a traceback, an interrupt (Ctrl-C, or SIGTERM:
+    ``kill``, Slurm's time limit, torchrun stopping) in 130 after the training it stops wrote its checkpoint.
+    The CLI and the scripts in ``benchmarks/`` go through here, so every entry point fails the same way."""
     from minimistral.data.sources import DataError
     from minimistral.errors import CheckpointError
-    from minimistral.train import ResumeError
+    from minimistral.train import ResumeError, sigterm_interrupts
 
     try:
-        run()
+        with sigterm_interrupts():
+            run()
     except (CheckpointError, DataError, ResumeError, FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
     except OSError as exc:  # a path that cannot be written after all (a full disk, permissions changed)

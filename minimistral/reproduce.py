@@ -158,7 +158,9 @@ def forget(scale: str, step: str) -> None:
 
 class StepClock:
     """Times every step that does work (writes under its outputs) and keeps the latest time of each step
-    in ``reproduce_times.csv``; a step that found its outputs ready keeps the time it took when it ran."""
+    in ``reproduce_times.csv``; a step that found its outputs ready keeps the time it took when it ran.
+    A step interrupted (Ctrl-C, SIGTERM) is kept as ``interrupted`` with the time it had run, and the run
+    that finishes it adds its own: the time of a step is its whole work, however many runs it took."""
 
     def __init__(self, scale: str):
         self.file = results_dir(scale) / "reproduce_times.csv"
@@ -166,12 +168,21 @@ class StepClock:
 
     def run(self, step: str, outputs: list[Path], work, *args):
         start = time.time()
-        out = work(*args)
+        try:
+            out = work(*args)
+        except KeyboardInterrupt:
+            self.record(step, start, "interrupted")
+            raise
         if newest_write(outputs) >= start:
-            seconds = round(time.time() - start, 1)
-            self.times[step] = {"step": step, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M")}
-            write_csv([self.times[s] for s in STEPS if s in self.times], self.file)
+            self.record(step, start, time.strftime("%Y-%m-%d %H:%M"))
         return out
+
+    def record(self, step: str, start: float, finished: str) -> None:
+        before = self.times.get(step, {})
+        carried = float(before["seconds"]) if before.get("finished") == "interrupted" else 0.0
+        seconds = round(carried + time.time() - start, 1)
+        self.times[step] = {"step": step, "seconds": seconds, "finished": finished}
+        write_csv([self.times[s] for s in STEPS if s in self.times], self.file)
 
 
 def times_table(scale: str) -> str:

@@ -366,3 +366,44 @@ def test_a_damaged_checkpoint_is_named_when_a_run_resumes(tmp_path, capsys):
     optimizer.write_bytes(optimizer.read_bytes()[:100])
     assert main(argv) == 2
     assert f"{optimizer}: unreadable" in capsys.readouterr().err
+
+
+TRAIN_UNTIL_KILLED = """
+import sys, torch
+import minimistral
+from minimistral.cli import guarded
+from minimistral.train import TrainConfig, Trainer, Windows
+
+torch.manual_seed(0)
+cfg = minimistral.get_config("ministral-3-3b").replace(
+    vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=8)
+data = Windows(torch.randint(0, 97, (64, 17)))
+train = TrainConfig(steps=100_000, batch_size=4, lr=1e-3, warmup_steps=1, ckpt_every=10**6, log_every=1)
+sys.exit(guarded(lambda: Trainer(minimistral.Ministral3(cfg), train, data, sys.argv[1], device="cpu").fit()))
+"""
+
+
+def test_sigterm_stops_training_with_a_checkpoint_and_exit_130(tmp_path):
+    """``kill`` (SIGTERM, as Slurm and torchrun send) during a command's training: the engine writes its
+    checkpoint and the command exits 130, as after Ctrl-C (resuming from it: ``test_train``)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from minimistral.train import read_metrics
+
+    out = tmp_path / "run"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_UNTIL_KILLED, str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not any("loss" in r for r in read_metrics(out)) and proc.poll() is None:
+        assert time.time() < deadline, "no training step logged in 120 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    assert f"interrupted: checkpoint at step {state['step']}" in output and state["step"] >= 1

@@ -86,6 +86,27 @@ def test_step_clock_keeps_the_time_of_steps_that_did_work(tmp_path, monkeypatch)
     assert rp.StepClock("x").times["claims"]["seconds"] == rows[0]["seconds"]  # kept across runs
 
 
+def test_step_clock_adds_the_runs_of_an_interrupted_step(tmp_path, monkeypatch):
+    """A step stopped by Ctrl-C or SIGTERM is kept as ``interrupted`` with the time it ran; the run that finishes
+    it records the sum, so a resumed step's time is its whole work."""
+    monkeypatch.setattr(rp, "results_dir", lambda scale: tmp_path / "results")
+    out = tmp_path / "out"
+    out.mkdir()
+    now = iter([100.0, 130.0, 200.0, 245.0])  # start and end of each run
+    monkeypatch.setattr(rp.time, "time", lambda: next(now))
+
+    def interrupted():
+        (out / "part").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rp.StepClock("x").run("pretrain", [out], interrupted)
+    assert rp.StepClock("x").times["pretrain"] == {"step": "pretrain", "seconds": "30.0", "finished": "interrupted"}
+    rp.StepClock("x").run("pretrain", [out], lambda: (out / "done").write_text("x"))
+    row = rp.StepClock("x").times["pretrain"]
+    assert float(row["seconds"]) == 75.0 and row["finished"] != "interrupted"
+
+
 def test_times_table_lists_steps_in_driver_order_with_the_total(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "results_dir", lambda scale: tmp_path)
     assert "no step times yet" in rp.times_table("x")
