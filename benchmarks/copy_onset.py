@@ -96,6 +96,14 @@ def repeat_windows(
     return torch.stack(rows), torch.stack(marks)
 
 
+def shape(layers: int | None = None, hidden: int | None = None):
+    """The parent's config (tiny-24b), with another depth and/or width; a new width brings an FFN of 4x it."""
+    config = TINY_CONFIGS["tiny-24b"]
+    if hidden:
+        config = config.replace(hidden_size=hidden, intermediate_size=4 * hidden)
+    return config.replace(num_hidden_layers=layers) if layers else config
+
+
 def split_losses(model, windows: torch.Tensor, copied: torch.Tensor) -> tuple[float, float]:
     """Mean loss (nats/token) on the tokens that are not copies and on those that are (the window's
     first token, which no context predicts, is left out)."""
@@ -139,11 +147,7 @@ def main() -> None:
 
     data = Windows(layout(4000, seed=0)[0])
     torch.manual_seed(0)
-    config = TINY_CONFIGS["tiny-24b"]
-    if args.layers or args.hidden:
-        hidden = args.hidden or config.hidden_size
-        config = config.replace(num_hidden_layers=args.layers or config.num_hidden_layers, hidden_size=hidden,
-                                intermediate_size=4 * hidden if args.hidden else config.intermediate_size)  # fmt: skip
+    config = shape(args.layers, args.hidden)
     model = Ministral3(config)
     if args.init:
         load_weights(model, args.init)

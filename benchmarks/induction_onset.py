@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from copy_onset import FIRST_ID, repeat_windows, split_losses  # benchmarks/, beside this script
+from copy_onset import FIRST_ID, repeat_windows, shape, split_losses  # benchmarks/, beside this script
 from einops import rearrange
 from torch import nn
 
@@ -95,11 +95,8 @@ def build(args) -> nn.Module:
                 if p.dim() == 2:  # every matrix and embedding; norms keep their ones and zeros
                     nn.init.normal_(p, std=args.init_std)
         return model
-    config = TINY_CONFIGS["tiny-24b"].replace(
-        num_hidden_layers=args.layers, hidden_size=args.hidden, intermediate_size=4 * args.hidden
-    )
-    model = Ministral3(config)  # already initialised at 0.02; drawn again (as the README's runs were) so that
-    model.init_weights(0.02 if args.init_std is None else args.init_std)  # every --init-std starts alike
+    model = Ministral3(shape(args.layers, args.hidden))  # initialised at 0.02, then drawn again (as the README's
+    model.init_weights(0.02 if args.init_std is None else args.init_std)  # runs were): every --init-std alike
     return model
 
 
