@@ -109,11 +109,14 @@ def cmd_generate(args) -> None:
     if total > limit:  # allowed, as transformers allows it, but said: RoPE extrapolates past the trained window
         print(f"minimistral: note: the prompt's {ids.shape[1]} tokens + --max-new-tokens {args.max_new_tokens} "
               f"= {total} positions, past this model's {limit} (max_position_embeddings)", file=sys.stderr)  # fmt: skip
-    out = generate(
-        model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id, **images
-    )
-    new = [t for t in out[0, ids.shape[1] :].tolist() if t != tok.eos_id]
-    print(args.prompt + tok.decode(new))
+    if args.num_samples > 1 and args.temperature == 0:
+        raise ValueError("--num-samples above 1 needs --temperature above 0 (greedy gives one continuation)")
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, eos_token_id=tok.eos_id,
+                   num_return_sequences=args.num_samples, **images)  # fmt: skip
+    for i, row in enumerate(out[:, ids.shape[1] :].tolist()):  # the prompt read once, continued n times
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1} of {args.num_samples}")
+        print(args.prompt + tok.decode([t for t in row if t != tok.eos_id]))
 
 
 def cmd_convert(args) -> None:
@@ -398,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=positive, default=64)
     s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     s.add_argument("--top-p", type=float, default=1.0)
+    s.add_argument("--num-samples", type=positive, default=1, help="continuations of the prompt (with --temperature)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: as stored")
     s.add_argument("--device", type=device, default=None, help="default: cuda, else mps, else cpu")

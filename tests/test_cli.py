@@ -47,6 +47,13 @@ def test_generate_with_real_tekken(tmp_path, capsys):
         0, ids.shape[1] :
     ]
     assert text.rstrip("\n") == "The capital of France" + tok.decode([t for t in new.tolist() if t != tok.eos_id])
+    # several samples: the prompt read once and continued 3 times, each printed under its header
+    assert main([*argv, "--temperature", "1", "--seed", "0", "--num-samples", "3"]) == 0
+    samples = capsys.readouterr().out.split("--- sample ")[1:]
+    assert [s.split("\n")[0] for s in samples] == ["1 of 3", "2 of 3", "3 of 3"]
+    assert all(s.split("\n")[1].startswith("The capital of France") for s in samples)
+    assert main([*argv, "--num-samples", "2"]) == 2  # greedy: one continuation only
+    assert "--temperature" in capsys.readouterr().err
 
 
 def test_generate_with_images(tmp_path, capsys):
