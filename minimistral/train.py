@@ -225,14 +225,15 @@ def _raise_interrupt(signum, frame):
 def sigterm_interrupts():
     """Inside the block SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, so that ``kill``, Slurm's preemption
     or time limit, or torchrun stopping its workers, end a run through ``fit``'s path: a checkpoint, then exit."""
-    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread only)
+    main = threading.current_thread() is threading.main_thread()  # (signals reach the main thread only)
+    if not main or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:  # (a process that ignores it, still does)
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)  # (None: not set in Python)
 
 
 @contextlib.contextmanager
@@ -250,7 +251,7 @@ def held_signals(on_signal: Callable[[], None]):
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # (None: not set from Python)
 
 
 def compile_problem(device: torch.device) -> str | None:
