@@ -64,22 +64,23 @@ class KVCache:
         need = self.length + new_tokens
         if need <= self.capacity:
             return
-        capacity = max(need, 2 * self.capacity)
-        for store in (self.keys, self.values):
-            for i, old in enumerate(store):
-                new = old.new_empty(*old.shape[:2], capacity, old.shape[3])
-                new[:, :, : self.length] = old[:, :, : self.length]
-                store[i] = new
+        self._reallocate(rows=1, capacity=max(need, 2 * self.capacity))
 
     def repeat_rows(self, n: int) -> None:
         """Row b becomes rows ``b * n .. b * n + n - 1`` (a prompt's cache, shared by its n continuations)."""
-        for store in (self.keys, self.values):
-            for i, old in enumerate(store):
-                new = old.new_empty(old.shape[0] * n, *old.shape[1:])  # [batch * n, kv_heads, capacity, d]
-                new[:, :, : self.length] = old[:, :, : self.length].repeat_interleave(n, 0)
-                store[i] = new
+        self._reallocate(rows=n, capacity=self.capacity)
         if self.left_pad is not None:
             self.left_pad = self.left_pad.repeat_interleave(n, 0)
+
+    def _reallocate(self, rows: int, capacity: int) -> None:
+        """New storage ``[batch * rows, kv_heads, capacity, head_dim]`` per layer, each row's cached positions
+        copied to its ``rows`` new rows."""
+        for store in (self.keys, self.values):
+            for i, old in enumerate(store):
+                new = old.new_empty(old.shape[0] * rows, old.shape[1], capacity, old.shape[3])
+                cached = old[:, :, : self.length]
+                new[:, :, : self.length] = cached if rows == 1 else cached.repeat_interleave(rows, 0)
+                store[i] = new
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ``[batch, kv_heads, new, head_dim]`` at the current position; return all keys/values."""
