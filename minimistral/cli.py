@@ -249,7 +249,9 @@ def cmd_reproduce(args) -> None:
     if rank_world()[1] > 1:
         raise ValueError("reproduce runs in one process (its studies evaluate and train single runs); under torchrun "
                          "run the training verbs: pretrain, cascade, vision, posttrain, distill")  # fmt: skip
-    print(format_summary(reproduce(args.scale, from_step=args.from_step, device=args.device)))
+    tables = reproduce(args.scale, from_step=args.from_step, device=args.device, until=args.until)
+    if tables is not None:  # `score` ran (or found its tables)
+        print(format_summary(tables))
     print(f"\nWall time of each step ({args.scale} scale, the latest run of each):")
     print(times_table(args.scale))
 
@@ -522,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _scale_and_device(s)
     s.add_argument("--from", dest="from_step", default=None, metavar="STEP", help="redo this step and every later one")
+    s.add_argument("--until", default=None, metavar="STEP", help="stop after this step (e.g. score: the Base models)")
     _engine(s)
     s.set_defaults(func=cmd_reproduce)
 

@@ -1,4 +1,4 @@
-"""The whole reproduction, top to bottom: ``minimistral reproduce [--scale ci|default] [--from STEP]``.
+"""The whole reproduction, top to bottom: ``minimistral reproduce [--scale ci|default] [--from STEP] [--until STEP]``.
 
 Each step takes and returns checkpoint directories and returns at once when its output exists, so
 running this again continues from what is done, and a notebook can call any step cheaply::
@@ -16,6 +16,7 @@ running this again continues from what is done, and a notebook can call any step
     run_claims(cascade)                                # §3.1  the paper's claims at equal tokens
     run_longctx_study(cascade, scale)                  # §2    the long stage's position variants
     run_vision_study(root, scale)                      # §2    image questions: family, baselines, ablations
+    tables = report(cascade, scale, ...)               # §3.1  Base models scored: Table 3 analogue, passkey
     teacher = teach(seeing, scale)                     # §4    the stronger teacher: the parent, SFT
     for child in tiny-14b, tiny-8b, tiny-3b:           # §4    the Reasoning recipe
         sft = sft_child(vision, teacher, child)        #       reasoning SFT, KL from the teacher
@@ -29,10 +30,10 @@ running this again continues from what is done, and a notebook can call any step
         odpo_stage(instruct_sft, judge)                #       -> "<child> Instruct"
         odpo_stage(general_rl, judge, thinking)        #       thinking stripped -> "<child> Reasoning"
     run_odpo_study(root, scale)                        # §4    PWRM quality, Figure 6, Table 4 analogues
-    report(cascade, scale, ...)                        # §4    every table -> data/results (cached scores)
 
-``--from STEP`` deletes that step's outputs and every later step's, then runs; the wall time of
-every step that ran is kept in ``<results>/reproduce_times.csv``.
+``--from STEP`` deletes that step's outputs and every later step's, then runs; ``--until STEP`` stops
+after that step (notebooks 04-06 and 08's Table 3 run up to ``score``, not the post-training after
+it); the wall time of every step that ran is kept in ``<results>/reproduce_times.csv``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from minimistral.cascade.claims import run_claims
@@ -63,18 +65,31 @@ POST_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("sft", "stem-rl"
 ODPO_STEPS = tuple(f"{c}-{kind}" for c in CHILDREN for kind in ("instruct-odpo", "reasoning-odpo"))
 INSTRUCT_STEPS = tuple(f"{c}-instruct-sft" for c in CHILDREN)
 STEPS = (
-    "pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "teacher-sft",
-    *POST_STEPS, "posttrain-study", *INSTRUCT_STEPS, "pwrm", *ODPO_STEPS, "odpo-study", "score",
+    "pretrain", "prune-study", "vision-parent", *CHILD_STEPS, "claims", "longctx", "vision-study", "score",
+    "teacher-sft", *POST_STEPS, "posttrain-study", *INSTRUCT_STEPS, "pwrm", *ODPO_STEPS, "odpo-study",
 )  # fmt: skip
 
 
-def reproduce(scale: str = "default", from_step: str | None = None, device=None) -> dict[str, list[dict]]:
-    """Run (or continue) every step at ``scale``; returns the tables ``score`` wrote."""
+def reproduce(
+    scale: str = "default", from_step: str | None = None, device=None, until: str | None = None
+) -> dict[str, list[dict]] | None:
+    """Run (or continue) every step at ``scale``, up to and including ``until`` (default: every step);
+    returns the tables ``score`` wrote, or None when ``until`` comes before ``score``."""
     get_scale(scale)  # an unknown scale fails before anything runs
+    for flag, step in (("--from", from_step), ("--until", until)):
+        if step is not None and step not in STEPS:
+            raise ValueError(f"{flag} {step!r}: not a step; steps: {', '.join(STEPS)}")
     if from_step:
         forget(scale, from_step)
+    clock = StepClock(scale, until)  # clock.run(step, its outputs, function, *args) = function(*args), timed
+    with suppress(StepClock.Reached):  # raised once `until` is done
+        run_steps(scale, clock, device)
+    return clock.outputs.get("score")
+
+
+def run_steps(scale: str, clock: StepClock, device=None) -> None:
+    """The paper's flow, step by step (the module's docstring is its outline)."""
     root, scores = cascade_dir(scale), runs_dir() / "scores"
-    clock = StepClock(scale)  # clock.run(step, its outputs, function, *args) = function(*args), timed
     parent = clock.run("pretrain", [parent_dir(scale)], pretrain_parent, scale, device)
     clock.run("prune-study", [parent_dir(scale) / "prune-study.json"], prune_study, parent, scale, device)
     seeing = clock.run("vision-parent", [root / "vision-parent"], see_parent, parent, root, scale, device)
@@ -90,6 +105,7 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
     clock.run("claims", [root / "claims"], run_claims, cascade)
     longctx = clock.run("longctx", [root / "longctx", scores], run_longctx_study, cascade, scale)
     clock.run("vision-study", [root / "vision-study", results_dir(scale)], run_vision_study, root, scale, device)
+    clock.run("score", [scores], report, cascade, scale, longctx)
     teacher = clock.run("teacher-sft", [root / "teacher-sft"], teach, seeing, root / "teacher-sft", scale, device)
     policies = []  # (checkpoint, thinking): the models whose answers the PWRM learns to rank
     for child in CHILDREN:
@@ -111,7 +127,6 @@ def reproduce(scale: str = "default", from_step: str | None = None, device=None)
             clock.run(f"{child}-{kind}-odpo", [out], odpo_stage, root / f"{child}-{start}" / CHECKPOINT, judge, out,
                       scale, thinking, 0, True, device)  # fmt: skip
     clock.run("odpo-study", [root / "odpo-study", results_dir(scale)], run_odpo_study, root, scale, device)
-    return clock.run("score", [scores], report, cascade, scale, longctx)
 
 
 def pretrain_parent(scale: str, device=None) -> Path:
@@ -160,11 +175,17 @@ class StepClock:
     """Times every step that does work (writes under its outputs) and keeps the latest time of each step
     in ``reproduce_times.csv``; a step that found its outputs ready keeps the time it took when it ran.
     A step interrupted (Ctrl-C, SIGTERM) is kept as ``interrupted`` with the time it had run, and the run
-    that finishes it adds its own: the time of a step is its whole work, however many runs it took."""
+    that finishes it adds its own: the time of a step is its whole work, however many runs it took.
+    After the step ``until`` it raises ``Reached``, so the driver stops there."""
 
-    def __init__(self, scale: str):
+    class Reached(Exception):
+        """The step ``until`` is done."""
+
+    def __init__(self, scale: str, until: str | None = None):
         self.file = results_dir(scale) / "reproduce_times.csv"
         self.times = {r["step"]: r for r in read_csv(self.file)} if self.file.is_file() else {}
+        self.until = until
+        self.outputs = {}  # what each step returned in this run
 
     def run(self, step: str, outputs: list[Path], work, *args):
         start = time.time()
@@ -175,6 +196,9 @@ class StepClock:
             raise
         if newest_write(outputs) >= start:
             self.record(step, start, time.strftime("%Y-%m-%d %H:%M"))
+        self.outputs[step] = out
+        if step == self.until:
+            raise self.Reached(step)
         return out
 
     def record(self, step: str, start: float, finished: str) -> None:

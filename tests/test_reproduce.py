@@ -136,8 +136,8 @@ def test_from_odpo_keeps_every_model_before_it_and_the_reward_model(tree):
     extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "posttrain-study",
              *rp.INSTRUCT_STEPS, "pwrm", *kept]  # fmt: skip
     assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
-    order = [rp.STEPS.index(s) for s in ("tiny-3b-general-rl", "posttrain-study", "tiny-3b-instruct-sft", "pwrm",
-                                         "tiny-14b-instruct-odpo", "odpo-study", "score")]  # fmt: skip
+    order = [rp.STEPS.index(s) for s in ("score", "tiny-3b-general-rl", "posttrain-study", "tiny-3b-instruct-sft",
+                                         "pwrm", "tiny-14b-instruct-odpo", "odpo-study")]  # fmt: skip
     assert order == sorted(order)
 
 
@@ -147,3 +147,47 @@ def test_from_pwrm_keeps_the_reasoning_study_and_every_sft(tree):
     extra = ["vision-parent", "claims", "longctx", "vision-study", "teacher-sft", *rp.POST_STEPS, "posttrain-study",
              *rp.INSTRUCT_STEPS]  # fmt: skip
     assert _left(parent, root) == (True, True, list(rp.CHILD_STEPS), extra)
+
+
+@pytest.fixture
+def fake_steps(tmp_path, monkeypatch):
+    """Every step function of the driver replaced by one that records its name: the driver's order, not its work."""
+    calls = []
+    monkeypatch.setattr(rp, "results_dir", lambda scale: tmp_path / "results")
+    monkeypatch.setattr(rp, "cascade_dir", lambda scale: tmp_path / "cascade")
+    monkeypatch.setattr(rp, "runs_dir", lambda: tmp_path)
+
+    def step(name, out=None):
+        return lambda *args: calls.append(name) or out
+
+    class FakeCascade:
+        def __init__(self, *args, **kwargs):
+            self.prune, self.distil_short, self.extend_long = step("init"), step("short"), step("long")
+
+    for name in ("pretrain_parent", "prune_study", "see_parent", "see_child", "run_claims", "run_longctx_study",
+                 "run_vision_study", "teach", "sft_child", "rl_stage", "run_posttrain_study", "instruct_sft",
+                 "reward_model", "odpo_stage", "run_odpo_study"):  # fmt: skip
+        monkeypatch.setattr(rp, name, step(name))
+    monkeypatch.setattr(rp, "report", step("report", {"cascade_table3": []}))
+    monkeypatch.setattr(rp, "Cascade", FakeCascade)
+    return calls
+
+
+def test_until_score_stops_before_post_training_and_returns_the_tables(fake_steps):
+    """Notebooks 04-06 call ``reproduce(scale, until="score")``: the Base models scored, no post-training."""
+    assert rp.reproduce("ci", until="score") == {"cascade_table3": []}
+    assert fake_steps[-4:] == ["run_claims", "run_longctx_study", "run_vision_study", "report"]
+    assert fake_steps.count("see_child") == 3 and "teach" not in fake_steps
+    fake_steps.clear()
+    assert rp.reproduce("ci", until="prune-study") is None
+    assert fake_steps == ["pretrain_parent", "prune_study"]
+    fake_steps.clear()
+    assert rp.reproduce("ci") == {"cascade_table3": []}  # every step: post-training after the score
+    assert fake_steps.index("report") < fake_steps.index("teach") and fake_steps[-1] == "run_odpo_study"
+
+
+def test_an_unknown_until_or_from_step_is_an_error_before_anything_runs(fake_steps):
+    for kwargs in ({"until": "tiny-5b-short"}, {"from_step": "scoring"}):
+        with pytest.raises(ValueError, match="not a step"):
+            rp.reproduce("ci", **kwargs)
+    assert fake_steps == []
