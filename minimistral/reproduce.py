@@ -77,8 +77,8 @@ def reproduce(
     returns the tables ``score`` wrote, or None when ``until`` comes before ``score``."""
     get_scale(scale)  # an unknown scale fails before anything runs
     for flag, step in (("--from", from_step), ("--until", until)):
-        if step is not None and step not in STEPS:
-            raise ValueError(f"{flag} {step!r}: not a step; steps: {', '.join(STEPS)}")
+        if step is not None:
+            check_step(flag, step)
     if from_step:
         forget(scale, from_step)
     clock = StepClock(scale, until)  # clock.run(step, its outputs, function, *args) = function(*args), timed
@@ -154,10 +154,15 @@ def read_stamp(stamp: Path) -> str:
     return json.loads(stamp.read_text()).get("checkpoint_key", "")
 
 
+def check_step(flag: str, step: str) -> None:
+    """A one-line error naming ``flag`` and every step, unless ``step`` is one of ``STEPS``."""
+    if step not in STEPS:
+        raise ValueError(f"{flag} {step!r}: not a step; steps: {', '.join(STEPS)}")
+
+
 def forget(scale: str, step: str) -> None:
     """Delete the outputs of ``step`` and of every later step (scores stay: they are keyed by content)."""
-    if step not in STEPS:
-        raise ValueError(f"--from {step!r}: not a step; steps: {', '.join(STEPS)}")
+    check_step("--from", step)
     later = STEPS[STEPS.index(step) :]
     root, parent = cascade_dir(scale), parent_dir(scale)
     if "pretrain" in later:
